@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from optsde.errors import OptsdeError
+
 ScaleFn = Callable[[Tensor], Tensor]
 """``x`` of shape ``(P, d)`` ↦ per-coordinate noise scale ``(P, d)``."""
 
@@ -25,7 +27,7 @@ def standard_normal(like: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
 
 
-class NoiseError(ValueError):
+class NoiseError(OptsdeError):
     """A noise parameter is invalid; the message says how to fix it."""
 
 

@@ -1,0 +1,1 @@
+"""Experiments: one module each; each registers itself with :func:`base.experiment`."""

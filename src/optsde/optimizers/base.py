@@ -16,6 +16,7 @@ from typing import NamedTuple, Protocol
 import torch
 from torch import Tensor
 
+from optsde.errors import OptsdeError
 from optsde.problems.base import GradientOracle
 
 Schedule = Callable[[float], float]
@@ -26,7 +27,7 @@ def constant_schedule(_: float) -> float:
     return 1.0
 
 
-class HyperparameterError(ValueError):
+class HyperparameterError(OptsdeError):
     """A hyperparameter is outside its valid range; the message says how to fix it."""
 
 

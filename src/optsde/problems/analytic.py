@@ -13,10 +13,11 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from optsde.errors import OptsdeError
 from optsde.noise import NoiseModel
 
 
-class ProblemError(ValueError):
+class ProblemError(OptsdeError):
     """A problem is ill-specified; the message says how to fix it."""
 
 
