@@ -55,13 +55,12 @@ def pair_fidelity(
     optimizer: Recording, sde: Recording, metric: str = "loss", burn_in: float = 0.5
 ) -> dict[str, float | int | None]:
     """The fidelity numbers of one (optimizer, SDE) pair; keys end in ``_se`` for errors."""
-    if optimizer.divergence is not None or sde.divergence is not None:
-        diverged = sde if sde.divergence is not None else optimizer
-        assert diverged.divergence is not None
+    diverged = [rec for rec in (optimizer, sde) if rec.divergence is not None]
+    if diverged:
         return {
-            "diverged": diverged.method,
-            "diverged_step": diverged.divergence.step,
-            "diverged_paths": diverged.divergence.paths,
+            "diverged": ", ".join(rec.method for rec in diverged),
+            "diverged_step": min(rec.divergence.step for rec in diverged if rec.divergence),
+            "diverged_paths": max(rec.divergence.paths for rec in diverged if rec.divergence),
         }
     idx = _common_steps(optimizer, sde)[1:]  # t = 0 is identical by construction
     opt_vals, sde_vals = optimizer.values[metric][idx], sde.values[metric][idx]

@@ -210,7 +210,7 @@ def simulate(
     schedule: Schedule = constant_schedule,
     generator: torch.Generator | None = None,
     snapshot_paths: int = 4,
-    check_every: int = 50,
+    check_every: int = 10,
     progress: bool = False,
 ) -> Recording:
     """Run ``runner`` for ``steps`` optimizer steps over ``paths`` paths from ``x0``.

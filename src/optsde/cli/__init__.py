@@ -1,0 +1,61 @@
+"""The ``optsde`` command line: argument parsing and error reporting only, no science.
+
+Each subcommand lives in a module of this package that defines
+``register(subparsers)``; its parser sets ``handler(args) -> int``.  Bad input
+(an :class:`~optsde.errors.OptsdeError`, or an argparse complaint) becomes one
+line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from optsde import __version__
+from optsde.errors import OptsdeError
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(OptsdeError):
+    """A command-line flag is malformed."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a complaint is one line (``optsde run: error: …``) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="optsde", description="Optimizers through the lens of SDEs.")
+    parser.add_argument("--version", action="version", version=f"optsde {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    subparsers.required = True
+    import optsde.cli as package
+
+    for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{package.__name__}.{module.name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.handler(args))
+    except OptsdeError as exc:
+        message = str(exc)
+        print(message if message.startswith("optsde") else f"optsde: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("optsde: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
