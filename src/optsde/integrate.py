@@ -8,9 +8,12 @@ recordings compare one-for-one.  Nothing but the observables is stored.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -197,6 +200,42 @@ def _diverged(x: Tensor) -> Tensor:
     return ~(torch.isfinite(x) & (x.abs() < DIVERGENCE_THRESHOLD)).all(dim=-1)
 
 
+class Checkpoint(Protocol):
+    """Where a long simulation keeps its progress, so that a resumed run gives the same numbers."""
+
+    def load(self) -> dict[str, Any] | None: ...
+
+    def save(self, payload: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class FileCheckpoint:
+    """A checkpoint file, rewritten atomically at most every ``every_s`` seconds of wall time.
+
+    What is saved is the state at a record point with the random generator's
+    state, so the continuation draws exactly the numbers an uninterrupted run would.
+    """
+
+    path: Path
+    every_s: float = 30.0
+    _last_save: float = field(default=0.0, init=False)
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        return torch.load(self.path, weights_only=False)
+
+    def save(self, payload: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.path.with_suffix(".tmp")
+        torch.save(payload, staging)
+        os.replace(staging, self.path)
+        self._last_save = time.monotonic()
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last_save >= self.every_s
+
+
 def simulate(
     runner: Runner,
     oracle: GradientOracle,
@@ -212,6 +251,7 @@ def simulate(
     snapshot_paths: int = 4,
     check_every: int = 10,
     progress: bool = False,
+    checkpoint: FileCheckpoint | None = None,
 ) -> Recording:
     """Run ``runner`` for ``steps`` optimizer steps over ``paths`` paths from ``x0``.
 
@@ -219,36 +259,73 @@ def simulate(
     dtype and device decide the run's.  Divergence is checked at every record and
     every ``check_every`` steps; on divergence the run stops and the recording
     holds what was recorded before, with :attr:`Recording.divergence` set.
+    With a ``checkpoint``, progress is saved at record points (and on Ctrl-C) and
+    a saved run continues from where it stopped.
     """
     observables = DEFAULT_OBSERVABLES if observables is None else observables
     record_set = set(record_steps(steps) if record_at is None else record_at)
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None and "recording" in saved:
+        return saved["recording"]
     state = runner.init_state(_broadcast_start(x0, paths))
     recorded_steps: list[int] = []
     collected: dict[str, list[np.ndarray]] = {name: [] for name in observables}
     snapshots: list[np.ndarray] = []
     divergence: Divergence | None = None
+    first_step = 1
+    if saved is not None:
+        state, recorded_steps, collected, snapshots = (
+            saved["state"],
+            saved["recorded_steps"],
+            saved["collected"],
+            saved["snapshots"],
+        )
+        first_step = saved["step"] + 1
+        if generator is not None:
+            generator.set_state(saved["generator"])
+    resume_point: dict[str, Any] | None = None
 
     def record(k: int) -> None:
+        nonlocal resume_point
         recorded_steps.append(k)
         for name, fn in observables.items():
             collected[name].append(fn(state, oracle).detach().cpu().double().numpy())
         snapshots.append(state.x[:snapshot_paths].detach().cpu().double().numpy())
+        if checkpoint is not None:
+            resume_point = {
+                "step": k,
+                "state": state,
+                "generator": generator.get_state() if generator is not None else None,
+                "recorded_steps": list(recorded_steps),
+                "collected": {name: list(vals) for name, vals in collected.items()},
+                "snapshots": list(snapshots),
+            }
+            if checkpoint.due():
+                checkpoint.save(resume_point)
 
-    if 0 in record_set:
+    if 0 in record_set and first_step == 1:
         record(0)
-    with torch.no_grad(), tqdm(total=steps, desc=runner.name, disable=not progress, leave=False) as bar:
-        for k in range(1, steps + 1):
-            state = runner.advance(state, k, oracle, hp, schedule, generator)
-            if k in record_set or k % check_every == 0:
-                bad = _diverged(state.x)
-                if bool(bad.any()):
-                    divergence = Divergence(step=k, paths=int(bad.sum()))
-                    break
-                if k in record_set:
-                    record(k)
-            bar.update(1)
+    bar = tqdm(total=steps, initial=first_step - 1, desc=runner.name, disable=not progress, leave=False)
+    try:
+        with torch.no_grad():
+            for k in range(first_step, steps + 1):
+                state = runner.advance(state, k, oracle, hp, schedule, generator)
+                if k in record_set or k % check_every == 0:
+                    bad = _diverged(state.x)
+                    if bool(bad.any()):
+                        divergence = Divergence(step=k, paths=int(bad.sum()))
+                        break
+                    if k in record_set:
+                        record(k)
+                bar.update(1)
+    except KeyboardInterrupt:
+        if checkpoint is not None and resume_point is not None:
+            checkpoint.save(resume_point)
+        raise
+    finally:
+        bar.close()
     dim = state.x.shape[-1]
-    return Recording(
+    recording = Recording(
         method=runner.name,
         lr=hp.lr,
         steps=np.asarray(recorded_steps, dtype=np.int64),
@@ -256,3 +333,6 @@ def simulate(
         snapshots=np.stack(snapshots) if snapshots else np.zeros((0, 0, dim)),
         divergence=divergence,
     )
+    if checkpoint is not None:
+        checkpoint.save({"recording": recording})
+    return recording

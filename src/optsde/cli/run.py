@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="change a parameter of the experiment (repeatable); lists are comma-separated",
+    )
+    runner.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its checkpoint (same numbers as an uninterrupted run)",
     )
     add_run_flags(runner)
     runner.set_defaults(handler=run_one)
@@ -58,6 +65,7 @@ def parse_settings(pairs: list[str]) -> dict[str, str]:
 def execute(exp: Experiment, ctx: Context, out: Path) -> int:
     """Run ``exp`` and write its directory; an interrupt or crash keeps what was recorded."""
     started = time.perf_counter()
+    ctx.checkpoint_dir = checkpoint_dir(out)
     try:
         exp.run(ctx)
     except OptsdeError:
@@ -65,7 +73,11 @@ def execute(exp: Experiment, ctx: Context, out: Path) -> int:
     except KeyboardInterrupt:
         ctx.result.status = "interrupted"
         write_result(ctx.result, out)
-        print(f"optsde: interrupted; what was recorded is in {out}", file=sys.stderr)
+        print(
+            f"optsde: interrupted; what was recorded is in {out}; "
+            f"`optsde run {exp.name} --resume` with the same flags continues",
+            file=sys.stderr,
+        )
         return 130
     except Exception as exc:
         ctx.result.status = f"failed: {type(exc).__name__}: {exc}"
@@ -75,6 +87,7 @@ def execute(exp: Experiment, ctx: Context, out: Path) -> int:
         raise
     ctx.result.summary.setdefault("wall_time_s", round(time.perf_counter() - started, 2))
     write_result(ctx.result, out)
+    shutil.rmtree(ctx.checkpoint_dir, ignore_errors=True)
     for line in ctx.result.summary.get("divergences", []):
         print(f"warning: {line}", file=sys.stderr)
     print(f"{exp.name}: wrote {out}/report.md ({time.perf_counter() - started:.1f} s)")
@@ -94,10 +107,34 @@ def make_context(exp: Experiment, args: argparse.Namespace, quick: bool, setting
     )
 
 
+def checkpoint_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".checkpoint")
+
+
+def prepare_checkpoints(ctx: Context, out: Path, resume: bool) -> None:
+    """A fresh run forgets old checkpoints; ``--resume`` needs one made with the same config."""
+    directory = checkpoint_dir(out)
+    config_file = directory / "config.json"
+    config = json.dumps(ctx.result.config, sort_keys=True, default=str)
+    if resume:
+        if not config_file.exists():
+            raise OptsdeError(f"--resume: no checkpoint in {directory}; run without --resume to start afresh")
+        if config_file.read_text() != config:
+            raise OptsdeError(
+                f"--resume: the checkpoint in {directory} was made with other settings; "
+                "repeat the interrupted command's flags, or run without --resume"
+            )
+        return
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    config_file.write_text(config)
+
+
 def run_one(args: argparse.Namespace) -> int:
     exp = get_experiment(args.name)
     ctx = make_context(exp, args, args.quick, parse_settings(args.settings))
     out = check_output_dir(args.out or Path("runs") / exp.name)
+    prepare_checkpoints(ctx, out, args.resume)
     return execute(exp, ctx, out)
 
 
@@ -109,6 +146,7 @@ def run_demo(args: argparse.Namespace) -> int:
     codes = []
     for exp in experiments.values():
         ctx = make_context(exp, args, quick=True, settings={})
+        prepare_checkpoints(ctx, root / exp.name, resume=False)
         codes.append(execute(exp, ctx, root / exp.name))
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; reports:")
     for name in experiments:

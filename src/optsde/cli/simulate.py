@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from optsde.cli.common import check_output_dir, float_list, positive_int, resolve_device, resolve_dtype
-from optsde.cli.run import execute
+from optsde.cli.run import execute, prepare_checkpoints
 from optsde.experiments.base import Context, Experiment
 from optsde.experiments.custom import CUSTOM_DEFAULTS, custom_comparison
 from optsde.optimizers import OPTIMIZERS
@@ -65,6 +65,7 @@ def simulate(args: argparse.Namespace) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     out = check_output_dir(args.out or Path("runs") / "simulate")
+    prepare_checkpoints(ctx, out, resume=False)
     outcome: list[int] = []
     exp = Experiment("simulate", "custom comparison", lambda c: outcome.append(custom_comparison(c)), {}, {})
     code = execute(exp, ctx, out)

@@ -13,13 +13,22 @@ import pkgutil
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from optsde.errors import OptsdeError
 from optsde.fidelity import fidelity_summary
-from optsde.integrate import DiscreteRunner, Observable, Recording, Runner, SDERunner, simulate
+from optsde.integrate import (
+    DiscreteRunner,
+    FileCheckpoint,
+    Observable,
+    Recording,
+    Runner,
+    SDERunner,
+    simulate,
+)
 from optsde.optimizers import Hyperparameters, OptimizerSpec, Schedule, constant_schedule
 from optsde.problems.base import GradientOracle
 from optsde.report import Result
@@ -63,6 +72,7 @@ class Context:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float64
     progress: bool = False
+    checkpoint_dir: Path | None = None
     result: Result = field(init=False)
 
     def __post_init__(self) -> None:
@@ -84,6 +94,14 @@ class Context:
         and each method / panel has its own stream."""
         text = "/".join(str(label) for label in (self.seed, *labels))
         return torch.Generator(device=self.device).manual_seed(zlib.crc32(text.encode()))
+
+    def checkpoint(self, *labels: object) -> FileCheckpoint | None:
+        """Where the simulation named by ``labels`` keeps its progress (None: no checkpoints)."""
+        if self.checkpoint_dir is None:
+            return None
+        name = "-".join(str(label) for label in labels if str(label)) or "run"
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        return FileCheckpoint(self.checkpoint_dir / f"{safe}.pt")
 
     def tensor(self, values: Any) -> torch.Tensor:
         return torch.as_tensor(values, dtype=self.dtype, device=self.device)
@@ -212,6 +230,7 @@ def compare(
             schedule=schedule,
             generator=ctx.generator(label, runner.name),
             progress=ctx.progress,
+            checkpoint=ctx.checkpoint(label, runner.name),
         )
     fidelity = fidelity_summary(recordings, burn_in=burn_in) if with_optimizer else {}
     kappa_fn = getattr(oracle, "kappa", None)
