@@ -69,7 +69,10 @@ def execute(exp: Experiment, ctx: Context, out: Path) -> int:
     try:
         exp.run(ctx)
     except OptsdeError:
-        raise  # bad input found late: no directory is written
+        # Bad input found late: no run directory, and no checkpoint unless one is being resumed.
+        if not any(ctx.checkpoint_dir.glob("*.pt")):
+            shutil.rmtree(ctx.checkpoint_dir, ignore_errors=True)
+        raise
     except KeyboardInterrupt:
         ctx.result.status = "interrupted"
         write_result(ctx.result, out)
