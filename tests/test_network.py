@@ -1,0 +1,349 @@
+"""The network gradient-noise oracle against brute force on tiny models (SPEC §4).
+
+Brute force: the model's own parameters set from the flat vector and autograd,
+one example or one path at a time in a Python loop.  Statistical checks derive
+their tolerance from the standard error of the estimator; nothing downloads.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from optsde.integrate import DiscreteRunner, SDERunner, simulate
+from optsde.optimizers import Hyperparameters, get_optimizer
+from optsde.problems import GradientOracle, ProblemError
+from optsde.problems.datasets import DatasetError, breast_cancer, digits, load_dataset
+from optsde.problems.models import ARCHITECTURES, MLP, ModelError, build_model, count_parameters
+from optsde.problems.network import NetworkProblem, network_problem
+
+DTYPE = torch.float64
+
+
+def tiny_problem(**options) -> NetworkProblem:
+    """A 1-hidden-layer MLP of width 4 on 40 breast-cancer examples: 134 parameters."""
+    torch.manual_seed(0)
+    data = breast_cancer(train_size=40, seed=1)
+    options.setdefault("batch_size", 8)
+    return NetworkProblem(model=MLP(30, 2, width=4, depth=1), data=data, **options)
+
+
+def start(problem: NetworkProblem, paths: int, seed: int = 0, spread: float = 0.3) -> torch.Tensor:
+    """``paths`` distinct parameter vectors near the initialisation."""
+    gen = torch.Generator().manual_seed(seed)
+    x0 = problem.x0(seed, dtype=DTYPE)
+    return x0 + spread * torch.randn(paths, problem.dim, generator=gen, dtype=DTYPE)
+
+
+def as_model(problem: NetworkProblem, flat: torch.Tensor) -> nn.Module:
+    model = copy.deepcopy(problem.model).to(DTYPE)
+    nn.utils.vector_to_parameters(flat.detach().clone(), model.parameters())
+    return model
+
+
+def estimation_data(problem: NetworkProblem) -> tuple[torch.Tensor, torch.Tensor]:
+    index = problem.estimation_indices
+    return problem.data.inputs[index].to(DTYPE), problem.data.targets[index]
+
+
+def brute_example_gradients(problem: NetworkProblem, flat: torch.Tensor) -> torch.Tensor:
+    """``(n, d)``: ``∇ℓ_n`` one example at a time."""
+    model = as_model(problem, flat)
+    inputs, targets = estimation_data(problem)
+    rows = []
+    for i in range(len(targets)):
+        loss = F.cross_entropy(model(inputs[i : i + 1]), targets[i : i + 1])
+        rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(model.parameters()))]))
+    return torch.stack(rows)
+
+
+def test_is_a_gradient_oracle():
+    assert isinstance(tiny_problem(), GradientOracle)
+
+
+def test_loss_and_gradient_match_autograd_of_the_full_loss():
+    problem = tiny_problem(estimation_size=30)
+    x = start(problem, paths=3)
+    loss, gradient = problem.loss(x), problem.grad(x)
+    inputs, targets = estimation_data(problem)
+    assert len(targets) == 30
+    for p in range(3):
+        model = as_model(problem, x[p])
+        full = F.cross_entropy(model(inputs), targets)
+        expected = torch.cat([g.reshape(-1) for g in torch.autograd.grad(full, list(model.parameters()))])
+        assert torch.allclose(loss[p], full.detach(), rtol=1e-12, atol=1e-12)
+        assert torch.allclose(gradient[p], expected, rtol=1e-10, atol=1e-12)
+
+
+def test_loss_before_and_after_gradient_agree():
+    problem = tiny_problem()
+    x = start(problem, paths=2)
+    before = problem.loss(x).clone()
+    other = tiny_problem()
+    other.grad(x)
+    assert torch.allclose(before, other.loss(x), rtol=1e-12)
+
+
+def test_per_example_variance_is_exact():
+    problem = tiny_problem(variance="per-example", batch_size=5, sampling="with-replacement")
+    x = start(problem, paths=2)
+    variance = problem.noise_variance(x)
+    for p in range(2):
+        per_example = brute_example_gradients(problem, x[p])
+        c_diag = per_example.var(dim=0, unbiased=False)
+        assert torch.allclose(variance[p], c_diag / 5, rtol=1e-9, atol=1e-14)
+        assert torch.allclose(problem.grad(x)[p], per_example.mean(dim=0), rtol=1e-9, atol=1e-14)
+
+
+def test_chunked_per_example_variance_and_gradient_agree_with_unchunked():
+    whole = tiny_problem()
+    chunked = tiny_problem(chunk_size=7)
+    x = start(whole, paths=3)
+    assert torch.allclose(whole.grad(x), chunked.grad(x), rtol=1e-10, atol=1e-14)
+    assert torch.allclose(whole.noise_variance(x), chunked.noise_variance(x), rtol=1e-9, atol=1e-15)
+    assert torch.allclose(whole.loss(x), chunked.loss(x), rtol=1e-12)
+
+
+def test_projection_variance_is_unbiased():
+    """``mean_k ξ_k²`` with ``ξ_k ~ N(0, C)`` exactly: each coordinate ``C_ii χ²_K / K``."""
+    k = 400
+    problem = tiny_problem(variance="projection", projections=k, sampling="with-replacement", batch_size=1)
+    x = start(problem, paths=1)
+    estimate = problem.noise_variance(x)[0]
+    exact = brute_example_gradients(problem, x[0]).var(dim=0, unbiased=False)
+    stderr = exact * math.sqrt(2.0 / k)
+    live = exact > 1e-12 * exact.max()
+    z = (estimate - exact)[live] / stderr[live]
+    assert z.abs().max() < 5.5, z.abs().max()
+    assert abs(float(z.mean())) < 5 / math.sqrt(live.sum()) + 0.25  # coordinates are correlated
+    assert torch.all(estimate[~live] < 1e-10 * exact.max())
+
+
+def test_weighted_loss_noise_has_covariance_c_over_b():
+    """Many paths at one ``x``, each its own ``z``: the sample covariance against ``C·factor``
+    from per-example gradients, entry by entry in units of its Wishart standard error."""
+    problem = tiny_problem(batch_size=4)  # without replacement: factor (N−B)/((N−1)B)
+    samples = 6000
+    x = start(problem, paths=1).expand(samples, -1).clone()
+    gen = torch.Generator().manual_seed(3)
+    noise = problem.gaussian_noise(x, gen)
+    per_example = brute_example_gradients(problem, x[0])
+    centred = per_example - per_example.mean(dim=0)
+    sigma = centred.T @ centred / len(centred) * problem.covariance_factor
+    assert problem.covariance_factor == pytest.approx((40 - 4) / (39 * 4))
+    empirical = noise.T @ noise / samples  # the mean is known to be 0
+    diag = sigma.diagonal()
+    stderr = ((sigma**2 + diag[:, None] * diag[None, :]) / samples).sqrt()
+    live = stderr > 1e-12 * stderr.max()
+    z = (empirical - sigma)[live] / stderr[live]
+    assert z.abs().max() < 6.0, z.abs().max()
+    assert torch.all((empirical - sigma)[~live].abs() < 1e-12)
+    mean_z = noise.mean(dim=0) / (diag / samples).sqrt().clamp_min(1e-30)
+    assert mean_z[diag > 1e-12 * diag.max()].abs().max() < 6.0
+
+
+@pytest.mark.parametrize("sampling", ["without-replacement", "with-replacement"])
+def test_minibatch_gradients_average_to_the_full_gradient_with_the_predicted_variance(sampling):
+    problem = tiny_problem(batch_size=6, sampling=sampling)
+    samples = 6000
+    x = start(problem, paths=1).expand(samples, -1).clone()
+    gen = torch.Generator().manual_seed(5)
+    minibatch = problem.sample_gradient(x, gen)
+    full = problem.grad(x[:1])[0]
+    deviation = minibatch - full
+    # Mean: each coordinate within 5.5 standard errors.
+    spread = deviation.std(dim=0)
+    live = spread > 1e-12 * spread.max()
+    z = deviation.mean(dim=0)[live] / (spread[live] / math.sqrt(samples))
+    assert z.abs().max() < 5.5, z.abs().max()
+    # Trace of the covariance: E‖g − ∇f‖² = Σ_i diag Σ_B, finite-population factor included.
+    squared = (deviation**2).sum(dim=1)
+    predicted = float(problem.noise_variance(x[:1]).sum())
+    assert abs(float(squared.mean()) - predicted) < 5 * float(squared.std()) / math.sqrt(samples)
+
+
+def test_minibatches_are_independent_across_paths_and_without_repeats():
+    problem = tiny_problem(batch_size=10)
+    index = problem.minibatch_indices(50, torch.Generator().manual_seed(0))
+    assert index.shape == (50, 10)
+    assert all(len(set(row.tolist())) == 10 for row in index)
+    assert len({tuple(sorted(row.tolist())) for row in index}) == 50
+
+
+def test_cache_is_shared_within_a_step_and_invalidated_by_change():
+    problem = tiny_problem()
+    x = start(problem, paths=2)
+    first = problem.grad(x)
+    assert problem.grad(x) is first
+    x.add_(0.1)  # in place: version changes
+    second = problem.grad(x)
+    assert second is not first
+    assert torch.allclose(second, tiny_problem().grad(x.clone()), rtol=1e-12)
+
+
+def test_expected_sign_is_erf_and_finite_where_noise_vanishes():
+    problem = tiny_problem()
+    x = start(problem, paths=2)
+    x[:, 120:124] = -50.0  # first-layer biases: every hidden unit dead on every example
+    sign = problem.expected_sign(x)
+    assert torch.isfinite(sign).all()
+    scale = problem.noise_scale(x)
+    gradient = problem.grad(x)
+    noisy = scale > 0
+    assert (~noisy).any()
+    expected = torch.erf(gradient[noisy] / (math.sqrt(2) * scale[noisy]))
+    assert torch.allclose(sign[noisy], expected)
+    assert torch.equal(sign[~noisy], torch.sign(gradient[~noisy]))
+
+
+def test_synthetic_noise_is_full_gradient_plus_isotropic_gaussian():
+    problem = tiny_problem(noise="synthetic", sigma=0.5, batch_size=4)
+    x = start(problem, paths=1).expand(4000, -1).clone()
+    assert torch.allclose(problem.noise_variance(x), torch.full_like(x, 0.25 / 4))
+    deviation = problem.sample_gradient(x, torch.Generator().manual_seed(1)) - problem.grad(x[:1])
+    assert abs(float(deviation.var()) - 0.25 / 4) < 0.02 * 0.25 / 4
+    assert abs(float(deviation.mean())) < 5 * 0.25 / math.sqrt(4000 * problem.dim)
+
+
+def test_options_are_checked_with_helpful_messages():
+    with pytest.raises(ProblemError, match="sigma"):
+        tiny_problem(noise="synthetic")
+    with pytest.raises(ProblemError, match="variance"):
+        tiny_problem(variance="exact-ish")
+    with pytest.raises(ProblemError, match="batch_size"):
+        tiny_problem(batch_size=41)
+    with pytest.raises(ProblemError, match="estimation_size"):
+        tiny_problem(estimation_size=0)
+    with pytest.raises(ProblemError, match="shape"):
+        tiny_problem().grad(torch.zeros(2, 3, dtype=DTYPE))
+
+
+def test_x0_is_deterministic_per_seed():
+    problem = tiny_problem()
+    assert torch.equal(problem.x0(3), problem.x0(3))
+    assert not torch.equal(problem.x0(3), problem.x0(4))
+    assert problem.x0(0).shape == (problem.dim,) == (134,)
+
+
+def test_curvature_estimate_matches_the_hessian_diagonal():
+    problem = tiny_problem()
+    point = problem.x0(0, dtype=DTYPE)
+    inputs, targets = estimation_data(problem)
+
+    def f(flat):
+        model = as_model(problem, point)
+        params = dict(
+            zip(
+                [n for n, _ in model.named_parameters()],
+                torch.split(flat, [p.numel() for p in model.parameters()]),
+                strict=True,
+            )
+        )
+        params = {
+            n: v.reshape(p.shape) for (n, p), v in zip(model.named_parameters(), params.values(), strict=True)
+        }
+        return F.cross_entropy(torch.func.functional_call(model, params, (inputs,)), targets)
+
+    exact = torch.autograd.functional.hessian(f, point)
+    estimate = problem.curvature(point, samples=400)
+    off_diagonal = (exact**2).sum(dim=1) - exact.diagonal() ** 2
+    tolerance = 5 * (off_diagonal / 400).sqrt() + 1e-10
+    assert torch.all((estimate - exact.diagonal()).abs() <= tolerance)
+    assert math.isfinite(problem.kappa(1e-3, point))
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_each_architecture_matches_brute_force(arch):
+    data = breast_cancer(train_size=12) if arch == "mlp" else digits(train_size=12)
+    model = build_model(arch, data.input_shape, data.num_classes, width=4 if arch != "transformer" else 8)
+    problem = NetworkProblem(model=model, data=data, batch_size=3)
+    x = start(problem, paths=2, spread=0.05)
+    gradient, variance = problem.grad(x), problem.noise_variance(x)
+    for p in range(2):
+        per_example = brute_example_gradients(problem, x[p])
+        assert torch.allclose(gradient[p], per_example.mean(dim=0), rtol=1e-8, atol=1e-12)
+        expected = per_example.var(dim=0, unbiased=False) * problem.covariance_factor
+        assert torch.allclose(variance[p], expected, rtol=1e-7, atol=1e-14)
+    minibatch = problem.sample_gradient(x, torch.Generator().manual_seed(0))
+    assert minibatch.shape == x.shape and torch.isfinite(minibatch).all()
+
+
+def test_quick_models_are_small_and_scale_with_width():
+    image = digits(train_size=10)
+    for arch in ARCHITECTURES:
+        shape = (30,) if arch == "mlp" else image.input_shape
+        size = count_parameters(build_model(arch, shape, 10))
+        assert 1_000 <= size <= 10_000, (arch, size)
+        assert count_parameters(build_model(arch, shape, 10, width=64)) > size
+        assert build_model(arch, shape, 10)(torch.zeros(5, *shape)).shape == (5, 10)
+    for shape in [(1, 28, 28), (3, 32, 32)]:
+        for arch in ARCHITECTURES[1:]:
+            assert build_model(arch, shape, 10)(torch.zeros(2, *shape)).shape == (2, 10)
+    with pytest.raises(ModelError, match="image"):
+        build_model("cnn", (30,), 2)
+    with pytest.raises(ModelError, match="unknown model"):
+        build_model("lstm", (30,), 2)
+
+
+def test_datasets_are_standardised_subsets_fixed_by_the_seed():
+    data = load_dataset("breast-cancer", train_size=100, seed=2)
+    assert data.inputs.shape == (100, 30) and data.num_classes == 2
+    assert torch.allclose(data.inputs.mean(0), torch.zeros(30), atol=1e-5)
+    assert torch.allclose(data.inputs.std(0, unbiased=False), torch.ones(30), atol=1e-4)
+    assert torch.equal(data.inputs, load_dataset("breast_cancer", train_size=100, seed=2).inputs)
+    assert not torch.equal(data.inputs, load_dataset("breast-cancer", train_size=100, seed=3).inputs)
+    images = load_dataset("digits", train_size=64)
+    assert images.inputs.shape == (64, 1, 8, 8) and images.is_image and images.num_classes == 10
+    assert abs(float(images.inputs.mean())) < 1e-5 and abs(float(images.inputs.std()) - 1) < 1e-2
+    assert len(load_dataset("digits")) == 1797
+    with pytest.raises(DatasetError, match="train_size"):
+        load_dataset("digits", train_size=5000)
+    with pytest.raises(DatasetError, match="unknown dataset"):
+        load_dataset("imagenet")
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_vision_datasets_without_torchvision_say_how_to_get_it(name, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # import fails
+    with pytest.raises(DatasetError) as info:
+        load_dataset(name, root=tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and "pip install" in message
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_missing_vision_dataset_says_how_to_get_it(name, tmp_path):
+    pytest.importorskip("torchvision")
+    with pytest.raises(DatasetError) as info:
+        load_dataset(name, root=tmp_path, download=False)
+    message = str(info.value)
+    assert "\n" not in message and "download=true" in message and str(tmp_path) in message
+
+
+@pytest.mark.parametrize("optimizer", ["signsgd", "rmspropw", "adamw"])
+def test_optimizers_and_sdes_run_on_a_network(optimizer):
+    problem = network_problem(
+        "mlp", "breast-cancer", width=8, train_size=64, batch_size=8, variance="projection"
+    )
+    spec = get_optimizer(optimizer)
+    hp = Hyperparameters(lr=1e-3, weight_decay=0.1 if optimizer != "signsgd" else 0.0)
+    x0 = problem.x0(0)
+    for runner in [DiscreteRunner(spec.discrete), SDERunner(spec.sdes["paper"])]:
+        rec = simulate(
+            runner,
+            problem,
+            hp,
+            x0,
+            paths=3,
+            steps=20,
+            record_at=[0, 10, 20],
+            generator=torch.Generator().manual_seed(0),
+        )
+        assert rec.divergence is None and rec.values["loss"].shape == (3, 3)
+        assert (rec.values["loss"][-1] < rec.values["loss"][0] + 1e-3).all()
