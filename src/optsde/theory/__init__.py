@@ -1,0 +1,1 @@
+"""Closed forms of SPEC §5: stationary moments, loss limits and bounds, checked against simulation."""

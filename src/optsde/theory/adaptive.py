@@ -1,0 +1,216 @@
+"""Stationary moments and loss limits of RMSprop(W) and Adam(W) near a minimum (SPEC §5).
+
+Every formula here is for a diagonal quadratic ``f = ½ Σ h_i x_i²`` with additive
+noise of per-coordinate standard deviation ``s_i`` (batch size included, i.e.
+``s = σ/√B``), in the regime where the second-moment estimate has settled at
+``v ≈ s²`` and ``κ = η·max h/s ≲ 0.1`` (SPEC §3).  Coordinates are independent, so
+each function works coordinate by coordinate and broadcasts ``h`` against ``s``.
+
+Three levels of approximation, from the paper's to the most accurate:
+
+1. :func:`adaptive_stationary_second_moment` — the paper-style formula
+   ``η s²/(2p(h + θp))``, ``p = s + ε``: the Ornstein–Uhlenbeck limit of the
+   RMSpropW SDE (exact for that SDE with ``V`` frozen), and the fast-momentum
+   limit (``κ ≪ 1 − β₁``) of AdamW.
+2. :func:`adamw_stationary_second_moment_sde` — the paper's (or the refined, or
+   Malladi et al.'s) AdamW SDE linearised into a 2-d linear SDE for ``(X, M)``;
+   its stationary covariance solves a continuous Lyapunov equation.  It keeps the
+   momentum, and with it the paper SDE's ≈β₁² bias that the refined SDE removes.
+3. :func:`adamw_stationary_second_moment_discrete` and
+   :func:`rmspropw_stationary_second_moment_discrete` — the same linearisation of
+   the discrete optimizer itself: a linear recursion whose stationary covariance
+   solves a discrete Lyapunov equation.  The most accurate closed form we know
+   (SPEC §5: within ≈2% of the optimizer for every β₁, θ, ε at κ ≲ 0.1).
+
+:func:`stationary_loss` turns second moments into ``E f``; :func:`adamw_loss_limit`
+is the paper's upper bound (eq. 6) on the asymptotic loss of a μ-strongly convex,
+L-smooth function.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy.linalg import solve_continuous_lyapunov, solve_discrete_lyapunov
+
+from optsde.errors import OptsdeError
+from optsde.optimizers.base import Hyperparameters
+
+SDE_MODELS = ("paper", "refined", "malladi")
+"""Linearised AdamW SDEs :func:`adamw_stationary_second_moment_sde` knows (SPEC §3)."""
+
+
+class AdaptiveTheoryError(OptsdeError):
+    """Inputs outside the closed forms' domain, or a setting with no stationary distribution."""
+
+
+def _coordinates(h: ArrayLike, s: ArrayLike, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``h``, ``s`` broadcast to one shape, and ``p = s + ε`` (the settled preconditioner)."""
+    h_arr, s_arr = np.broadcast_arrays(np.asarray(h, dtype=float), np.asarray(s, dtype=float))
+    if not (np.isfinite(h_arr).all() and np.isfinite(s_arr).all()):
+        raise AdaptiveTheoryError("curvatures h and noise scales s must be finite numbers")
+    if (s_arr < 0).any():
+        raise AdaptiveTheoryError("noise scales s must be non-negative (s = σ/√B per coordinate)")
+    p = s_arr + eps
+    if (p <= 0).any():
+        raise AdaptiveTheoryError("s + eps must be positive: with no noise (s = 0) give eps > 0")
+    return h_arr, s_arr, p
+
+
+def _check_stable(h: np.ndarray, p: np.ndarray, weight_decay: float) -> None:
+    if (h + weight_decay * p <= 0).any():
+        raise AdaptiveTheoryError(
+            "no stationary distribution: need h + θ(s + ε) > 0 in every coordinate "
+            "(a flat or concave direction needs weight decay θ > 0)"
+        )
+
+
+def adaptive_stationary_second_moment(
+    h: ArrayLike, s: ArrayLike, lr: float, eps: float = 0.0, weight_decay: float = 0.0
+) -> np.ndarray:
+    """Paper-style ``E x_i² = η s_i² / (2 p_i (h_i + θ p_i))``, ``p = s + ε`` (SPEC §5).
+
+    The stationary variance of the RMSpropW SDE with ``V`` frozen at ``s²``,
+    ``dX = −(h/p + θ) X dt − √η (s/p) dW`` (an Ornstein–Uhlenbeck process); at
+    ``ε = 0`` it is ``η s/(2(h + θ s))``.  For AdamW it is the fast-momentum limit
+    ``κ ≪ 1 − β₁``.  It neglects the discreteness of the optimizer (a relative
+    error ≈ ``η(h/p + θ)/2``) and the momentum; the discrete Lyapunov forms
+    (:func:`rmspropw_stationary_second_moment_discrete`,
+    :func:`adamw_stationary_second_moment_discrete`) are more accurate.
+    """
+    h_arr, s_arr, p = _coordinates(h, s, eps)
+    _check_stable(h_arr, p, weight_decay)
+    return lr * s_arr**2 / (2.0 * p * (h_arr + weight_decay * p))
+
+
+def _paper_linearisation(
+    h: float, s: float, p: float, hp: Hyperparameters, model: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Drift matrix ``A`` and diffusion ``B`` of the linearised AdamW SDE for ``(X, M)``.
+
+    SPEC §3 with ``V = s²``, ``ι₁ = ι₂ = 1``, ``∇f = hX``; ``β₁ = 1 − ηρ₁``:
+    ``dX = −(1/p)(β₁M + (1−β₁)hX) dt − θX dt [− ((1−β₁)/p) √η s dW]`` (refined term),
+    ``dM = ρ₁(hX − M) dt + √η ρ₁ s dW``.  Malladi et al. drop the momentum
+    correction: ``dX = −(1/p) M dt − θX dt``.
+    """
+    beta1, rho1, root_lr, theta = hp.beta1, hp.rho1, math.sqrt(hp.lr), hp.weight_decay
+    # The paper's ``M + ηρ₁(∇f − M)`` is ``β₁M + (1−β₁)hX``; Malladi et al. use ``M``.
+    drift_x = [-theta, -1.0 / p] if model == "malladi" else [-(1.0 - beta1) * h / p - theta, -beta1 / p]
+    a = np.array([drift_x, [rho1 * h, -rho1]])
+    x_noise = -(1.0 - beta1) * root_lr * s / p if model == "refined" else 0.0
+    b = np.array([[x_noise], [root_lr * rho1 * s]])
+    return a, b
+
+
+def adamw_stationary_second_moment_sde(
+    h: ArrayLike, s: ArrayLike, hp: Hyperparameters, model: str = "paper"
+) -> np.ndarray:
+    """``E X_i²`` of the linearised AdamW SDE, from ``A C + C Aᵀ + B Bᵀ = 0`` (SPEC §5).
+
+    ``model``: ``"paper"`` (the paper's SDE), ``"refined"`` (ours, SPEC §3: the
+    momentum noise also drives X), or ``"malladi"`` (Malladi et al.'s).  ``V`` is
+    frozen at ``s²`` and ``ι → 1``.  Unlike the paper-style formula this keeps the
+    momentum: the paper SDE's stationary loss comes out low by ≈ β₁² in the
+    fast-momentum limit, the refined SDE's does not.  Continuous time, so it
+    describes the SDE, not the optimizer's discreteness; for the optimizer use
+    :func:`adamw_stationary_second_moment_discrete`.
+    """
+    if model not in SDE_MODELS:
+        raise AdaptiveTheoryError(
+            f"unknown AdamW SDE model {model!r}; choose one of: {', '.join(SDE_MODELS)}"
+        )
+    h_arr, s_arr, p = _coordinates(h, s, hp.eps)
+    out = np.empty(h_arr.shape)
+    for index in np.ndindex(h_arr.shape):
+        a, b = _paper_linearisation(h_arr[index], s_arr[index], p[index], hp, model)
+        if np.linalg.eigvals(a).real.max() >= 0:
+            raise AdaptiveTheoryError(
+                f"the linearised {model} SDE has no stationary distribution at h={h_arr[index]:g}, "
+                f"s={s_arr[index]:g}: its drift matrix is not stable (need h + θ(s + ε) > 0)"
+            )
+        out[index] = solve_continuous_lyapunov(a, -b @ b.T)[0, 0]
+    return out
+
+
+def _solve_recursion(f: np.ndarray, g: np.ndarray, what: str) -> float:
+    """``E x²`` of ``z ← F z + G ξ``: ``C = F C Fᵀ + G Gᵀ``, ``x`` the first component."""
+    radius = np.abs(np.linalg.eigvals(f)).max()
+    if radius >= 1.0:
+        raise AdaptiveTheoryError(
+            f"the linearised {what} recursion is unstable (spectral radius {radius:.4g} ≥ 1): "
+            "no stationary distribution; reduce the learning rate"
+        )
+    return float(solve_discrete_lyapunov(f, g @ g.T)[0, 0])
+
+
+def adamw_stationary_second_moment_discrete(h: ArrayLike, s: ArrayLike, hp: Hyperparameters) -> np.ndarray:
+    """``E x_i²`` of the discrete AdamW linearised at the minimum (SPEC §5): the most accurate form.
+
+    With ``v`` frozen at ``s²`` and the bias corrections at 1, the update of SPEC §2
+    is linear in ``(x, m)``, ``c = η/p``:
+    ``m' = β₁m + (1−β₁)(hx + sξ)``, ``x' = (1 − ηθ)x − c m'``,
+    and the stationary covariance solves the discrete Lyapunov equation
+    ``C = F C Fᵀ + G Gᵀ``.  Within ≈2% of the optimizer for every β₁, θ, ε at
+    κ ≲ 0.1 (the remaining error is ``v`` ≈ ``s² + h² E x²`` rather than ``s²``).
+    Adam is ``θ = 0``.  ``E x²`` is at step boundaries, as the optimizer is recorded.
+    """
+    h_arr, s_arr, p = _coordinates(h, s, hp.eps)
+    beta1, lr, theta = hp.beta1, hp.lr, hp.weight_decay
+    out = np.empty(h_arr.shape)
+    for index in np.ndindex(h_arr.shape):
+        hi, si, c = h_arr[index], s_arr[index], lr / p[index]
+        f = np.array(
+            [
+                [1.0 - lr * theta - c * (1.0 - beta1) * hi, -c * beta1],
+                [(1.0 - beta1) * hi, beta1],
+            ]
+        )
+        g = np.array([[-c * (1.0 - beta1) * si], [(1.0 - beta1) * si]])
+        out[index] = _solve_recursion(f, g, "AdamW")
+    return out
+
+
+def rmspropw_stationary_second_moment_discrete(h: ArrayLike, s: ArrayLike, hp: Hyperparameters) -> np.ndarray:
+    """``E x_i²`` of the discrete RMSpropW linearised at the minimum (SPEC §5): the most accurate form.
+
+    With ``v`` frozen at ``s²`` the update ``x' = x − η(hx + sξ)/p − ηθx`` is an
+    AR(1) recursion ``x' = a x − (η s/p) ξ``, ``a = 1 − η(h/p + θ)``, so
+    ``E x² = (η s/p)² / (1 − a²)``: the paper-style formula divided by
+    ``1 − η(h/p + θ)/2``.  RMSprop is ``θ = 0``.
+    """
+    h_arr, s_arr, p = _coordinates(h, s, hp.eps)
+    rate = hp.lr * (h_arr / p + hp.weight_decay)
+    if ((rate <= 0) | (rate >= 2)).any():
+        raise AdaptiveTheoryError(
+            "the linearised RMSpropW recursion has no stationary distribution: need "
+            "0 < η(h/(s + ε) + θ) < 2 in every coordinate; reduce the learning rate or add weight decay"
+        )
+    return (hp.lr * s_arr / p) ** 2 / (1.0 - (1.0 - rate) ** 2)
+
+
+def stationary_loss(h: ArrayLike, second_moment: ArrayLike) -> float:
+    """``E f = ½ Σ_i h_i E x_i²`` on the diagonal quadratic (``f* = 0``)."""
+    return float(0.5 * np.sum(np.asarray(h, dtype=float) * np.asarray(second_moment, dtype=float)))
+
+
+def adamw_loss_limit(
+    mu: float, L: float, d: int, sigma: float, batch_size: int, lr: float, weight_decay: float
+) -> float:
+    """The paper's eq. (6): ``lim E[f − f*] ≤ ηLd/(4μ) · σ/(√B + σθ(L+μ)/(2μL))`` (SPEC §5).
+
+    For a μ-strongly convex, L-smooth ``f`` with ``Σ = σ² I/B``, AdamW at ``ε = 0``
+    (paper-style, fast momentum).  An upper bound, bounded for every σ when
+    ``θ > 0`` (→ ``ηLd/(4μ) · 2μL/(θ(L+μ))`` as σ → ∞).  On a diagonal quadratic
+    it equals ``stationary_loss`` of :func:`adaptive_stationary_second_moment`
+    when every ``h_i = μ = L``, and exceeds it otherwise.
+    """
+    if not (0 < mu <= L and math.isfinite(L)):
+        raise AdaptiveTheoryError(f"need 0 < μ ≤ L < ∞, got μ={mu}, L={L}")
+    if d < 1 or batch_size < 1:
+        raise AdaptiveTheoryError(f"need dimension d ≥ 1 and batch size B ≥ 1, got d={d}, B={batch_size}")
+    if not (sigma >= 0 and lr > 0 and weight_decay >= 0):
+        raise AdaptiveTheoryError(f"need σ ≥ 0, η > 0, θ ≥ 0, got σ={sigma}, η={lr}, θ={weight_decay}")
+    shrink = sigma * weight_decay * (L + mu) / (2.0 * mu * L)
+    return lr * L * d / (4.0 * mu) * sigma / (math.sqrt(batch_size) + shrink)
