@@ -41,6 +41,12 @@ class AdamW:
         return State(x=x, m=m, v=v, step=k)
 
 
+def _iota(rate: float, t: float | Tensor) -> float | Tensor:
+    """``ι(t) = 1 − e^{−ρt}``.  ``t`` may be a 0-d tensor: a compiled block of EM steps
+    (:mod:`optsde.fused`) passes its times as tensors so one compilation serves every block."""
+    return -torch.expm1(-rate * t) if isinstance(t, Tensor) else -math.expm1(-rate * t)
+
+
 @dataclass(frozen=True)
 class AdamSDE:
     """State ``(X, M, V)``, ``ι_i(t) = 1 − e^{−ρ_i t}``, ``P = diag(√V) + ε√ι₂``:
@@ -80,9 +86,9 @@ class AdamSDE:
 
         target = second_moment_target(oracle, x, gradient, self.gradient_in_second_moment)
         v_next = v + rho2 * (target - v) * dt
-        iota1 = -math.expm1(-rho1 * (t + lr))
-        iota2 = -math.expm1(-rho2 * (t + dt))
-        scale = math.sqrt(iota2) / iota1 / (v_next.sqrt() + hp.eps * math.sqrt(iota2))
+        iota1 = _iota(rho1, t + lr)
+        root_iota2 = _iota(rho2, t + dt) ** 0.5
+        scale = root_iota2 / iota1 / (v_next.sqrt() + hp.eps * root_iota2)
 
         direction = m + lr * rho1 * (gradient - m) if self.momentum_correction else m
         dx = -scale * direction * dt - hp.weight_decay * x * dt
