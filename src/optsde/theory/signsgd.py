@@ -1,0 +1,323 @@
+"""SignSGD's closed forms (SPEC §5) and its phase diagnostics (SPEC §3, paper Lemma 3.4).
+
+On ``f = ½ Σ h_i x_i²`` with noise scale ``s_i``, write ``Y = ∇f/s``.  In phase 3
+(``|Y| < 1``) the linearised SDE ``dX = −a X dt + √η sqrt(1 − (2/π)(hX/s)²) dW``,
+``a = √(2/π) h/s``, has explicit first and second moments.  They are exact for that
+SDE; for SignSGD itself the drift is ``erf(Y/√2) ≤ √(2/π)Y``, weaker by a relative
+``≈ Y²/6``, so the moments hold within 5% once ``|Y| ≲ 0.5`` (the mean lags by a factor
+``≈ e^{Y₀²/12}`` when started at ``Y₀``).
+
+The loss bounds are for a μ-strongly convex, L-smooth ``f`` with ``Σ = σ²I/B``,
+each derived by Itô's formula on ``f`` along the phase's model:
+
+- phase 1, the ODE ``dX = −sign ∇f dt``: ``df/dt = −|∇f|₁ ≤ −|∇f|₂ ≤ −√(2μf)``, so
+  ``√f`` falls at least at rate ``√(μ/2)`` (exact for ``d = 1``);
+- phase 3: ``dE f ≤ −c E f dt + (ηLd/2) dt`` with ``c = 2μ√(2/π)√B/σ``;
+- phase 3 under a schedule φ (drift and diffusion both scaled by φ, as
+  ``lr → η φ``): ``dE f ≤ −cφ E f dt + (ηLd/2) φ² dt``.
+
+``f*`` is taken as 0 (``f0`` is the initial gap).  Phase 2 has no loss bound of its
+own; there the drift lies between two lines (``phase2_drift_bounds``), which bound
+the mean path (:func:`signsgd_phase2_mean_bounds`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from torch import Tensor
+
+from optsde.integrate import Observable
+from optsde.optimizers.base import State
+from optsde.optimizers.signsgd import PhaseThresholds, phase2_drift_bounds
+from optsde.problems.base import GradientOracle
+from optsde.theory.sgd import TheoryError, check_gap, check_problem, positive, relaxation, times
+
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+DEFAULT_THRESHOLDS = PhaseThresholds()
+"""Lemma 3.4's thresholds ``|Y| = 1`` and ``3/2``."""
+
+TimeSchedule = Callable[[np.ndarray], ArrayLike]
+"""A learning-rate schedule as a function of SDE time ``t`` (not of the step ``k = t/η``)."""
+
+
+def signsgd_phase3_rate(h: ArrayLike, s: ArrayLike) -> np.ndarray:
+    """``a = √(2/π) h/s``: the mean's decay rate in phase 3 (SPEC §5)."""
+    return SQRT_2_OVER_PI * positive("curvature h", h) / positive("noise scale s", s)
+
+
+def signsgd_phase3_mean(t: ArrayLike, x0: ArrayLike, h: ArrayLike, s: ArrayLike) -> np.ndarray:
+    """``E X_t = e^{−a t} X₀`` per coordinate (SPEC §5); ``t`` of shape ``(T,)`` gives ``(T, d)``."""
+    return np.exp(-np.multiply.outer(times(t), signsgd_phase3_rate(h, s))) * np.asarray(x0, dtype=float)
+
+
+def _second_moment_rates(h: ArrayLike, s: ArrayLike, lr: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(2a, η(2/π)(h/s)²)``: ``dE x²/dt = −(2a + η(2/π)(h/s)²) E x² + η``."""
+    h, s, lr = positive("curvature h", h), positive("noise scale s", s), positive("lr", lr)
+    return 2.0 * SQRT_2_OVER_PI * h / s, lr * (2.0 / math.pi) * (h / s) ** 2
+
+
+def signsgd_phase3_second_moment(
+    t: ArrayLike,
+    x0: ArrayLike,
+    h: ArrayLike,
+    s: ArrayLike,
+    lr: float,
+    *,
+    second_moment0: ArrayLike | None = None,
+) -> np.ndarray:
+    """``E X_t²`` solving ``dE x²/dt = −2a E x² + η(1 − (2/π)(h/s)² E x²)`` exactly (SPEC §5).
+
+    Starts from ``x0²``, or from ``second_moment0`` (``E X₀²`` of a random start).
+    """
+    drift, diffusion = _second_moment_rates(h, s, lr)
+    start = np.asarray(x0, dtype=float) ** 2 if second_moment0 is None else np.asarray(second_moment0)
+    rate = drift + diffusion
+    return relaxation(t, start, rate, lr / rate)
+
+
+def signsgd_phase3_stationary_second_moment(h: ArrayLike, s: ArrayLike, lr: float) -> np.ndarray:
+    """``E x_i² → η / (2a_i + η(2/π)(h_i/s_i)²)`` (SPEC §5); ``≈ η s/(2√(2/π) h)`` at small κ."""
+    drift, diffusion = _second_moment_rates(h, s, lr)
+    return lr / (drift + diffusion)
+
+
+def signsgd_phase3_stationary_loss(h: ArrayLike, s: ArrayLike, lr: float) -> float:
+    """``E f = ½ Σ h_i E x_i²`` at stationarity: ``≈ Σ η s_i √(π/2)/4``, linear in the noise scale."""
+    h_arr = positive("curvature h", h)
+    return float(np.sum(0.5 * h_arr * signsgd_phase3_stationary_second_moment(h_arr, s, lr), axis=-1))
+
+
+def signsgd_phase1_loss_bound(t: ArrayLike, f0: float, mu: float) -> np.ndarray:
+    """``√(f(X_t) − f*) ≤ √(f₀ − f*) − √(μ/2)·t`` (SPEC §5), squared and clipped at 0.
+
+    Holds along the phase-1 ODE, i.e. while every coordinate has ``|Y| > 3/2``;
+    the bound reaches 0 at ``t = √(2f₀/μ)``, after which it says nothing.
+    """
+    mu = positive("mu", mu)
+    check_gap(f0)
+    return np.clip(math.sqrt(f0) - np.sqrt(mu / 2.0) * times(t), 0.0, None) ** 2
+
+
+def signsgd_phase3_loss_rate(mu: float, sigma: float, batch_size: int = 1) -> float:
+    """``c = 2μ√(2/π)√B/σ``, the rate of the phase-3 loss bound (SPEC §5)."""
+    return float(2.0 * positive("mu", mu) * SQRT_2_OVER_PI * math.sqrt(batch_size) / positive("sigma", sigma))
+
+
+def signsgd_phase3_loss_limit(mu: float, L: float, d: int, sigma: float, batch_size: int, lr: float) -> float:
+    """``ηLd√(π/2)σ/(4μ√B) = (ηLd/2)/c``: the phase-3 bound's asymptote (SPEC §5, poster eq. 4)."""
+    return float(positive("lr", lr) * L * d / (2.0 * signsgd_phase3_loss_rate(mu, sigma, batch_size)))
+
+
+def signsgd_phase3_loss_bound(
+    t: ArrayLike, f0: float, mu: float, L: float, d: int, sigma: float, batch_size: int, lr: float
+) -> np.ndarray:
+    """SPEC §5: ``E f ≤ f₀ e^{−ct} + (1 − e^{−ct}) ηLd√(π/2)σ/(4μ√B)`` in phase 3.
+
+    Itô on ``f`` along the phase-3 SDE: the drift contributes
+    ``−√(2/π)(√B/σ)|∇f|² ≤ −c f``, the diffusion ``(η/2) tr(∇²f (I − (2/π)diag(Y)²)) ≤ ηLd/2``.
+    """
+    check_problem(f0, positive("mu", mu), positive("L", L), d, batch_size)
+    rate = signsgd_phase3_loss_rate(mu, sigma, batch_size)
+    return relaxation(t, f0, rate, signsgd_phase3_loss_limit(mu, L, d, sigma, batch_size, lr))
+
+
+def signsgd_schedule_loss_bound(
+    t: ArrayLike,
+    schedule: TimeSchedule,
+    f0: float,
+    mu: float,
+    L: float,
+    d: int,
+    sigma: float,
+    batch_size: int,
+    lr: float,
+) -> np.ndarray:
+    """The phase-3 bound under a schedule φ(t) (paper's Lemma on schedulers, SPEC §5):
+
+    ``E f(t) ≤ f₀ e^{−cΦ(t)} + (ηLd/2) ∫₀ᵗ φ(u)² e^{−c(Φ(t) − Φ(u))} du``,  ``Φ = ∫₀ᵗ φ``.
+
+    The constant ``ηLd/2`` is SPEC's and it is consistent: Itô on ``f`` along the
+    scheduled phase-3 SDE (``lr → ηφ`` scales the drift by φ and the diffusion
+    coefficient by φ, its Itô term by φ²) gives ``dE f ≤ −cφ E f + (ηLd/2)φ²``, of which
+    the bound is the solution; with φ ≡ 1 the integral is ``(1 − e^{−ct})/c`` and the
+    bound is :func:`signsgd_phase3_loss_bound`.  The loss is driven to 0 when
+    ``Φ(∞) = ∞`` and the integral vanishes (e.g. ``φ = (1 + t)^{−p}``, ``0 < p ≤ 1``);
+    a summable φ freezes the dynamics at a positive loss.
+
+    ``schedule`` maps an array of SDE times to multipliers (a scalar function is
+    accepted and applied element-wise); ``t`` is in SDE time.
+    """
+    check_problem(f0, positive("mu", mu), positive("L", L), d, batch_size)
+    c = signsgd_phase3_loss_rate(mu, sigma, batch_size)
+    noise = positive("lr", lr) * L * d / 2.0
+
+    def rate(u: np.ndarray) -> np.ndarray:
+        return c * schedule_values(schedule, u)
+
+    def source(u: np.ndarray) -> np.ndarray:
+        return noise * schedule_values(schedule, u) ** 2
+
+    return solve_linear_ode(t, rate, source, np.asarray(float(f0)))
+
+
+def signsgd_phase3_second_moment_scheduled(
+    t: ArrayLike,
+    x0: ArrayLike,
+    h: ArrayLike,
+    s: ArrayLike,
+    lr: float,
+    schedule: TimeSchedule,
+    *,
+    second_moment0: ArrayLike | None = None,
+) -> np.ndarray:
+    """``E X_t²`` of the phase-3 SDE under a schedule φ: the exact moment equation
+    ``dE x²/dt = −(2aφ + η(2/π)(h/s)²φ²) E x² + ηφ²``, solved numerically.
+
+    Sharper than :func:`signsgd_schedule_loss_bound` (no μ, L): per coordinate, and
+    its limit says what the loss tends to.  With a summable φ it stays above
+    ``E X₀² e^{−2aΦ(∞)} > 0``.
+    """
+    drift, diffusion = _second_moment_rates(h, s, lr)
+    start = np.asarray(x0, dtype=float) ** 2 if second_moment0 is None else np.asarray(second_moment0)
+
+    def rate(u: np.ndarray) -> np.ndarray:
+        phi = schedule_values(schedule, u)[:, None]
+        return drift * phi + diffusion * phi**2
+
+    def source(u: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(lr * schedule_values(schedule, u)[:, None] ** 2, (len(u), *drift.shape))
+
+    return solve_linear_ode(t, rate, source, np.broadcast_to(start, drift.shape))
+
+
+def schedule_values(schedule: TimeSchedule, u: np.ndarray) -> np.ndarray:
+    """``φ(u)`` for an array of times: vectorised if ``schedule`` takes arrays, element-wise if not."""
+    try:
+        values = np.asarray(schedule(u), dtype=float)
+    except (TypeError, ValueError):
+        values = np.array([float(schedule(float(v))) for v in u])  # type: ignore[arg-type]
+    values = np.broadcast_to(values, u.shape)
+    if not (np.isfinite(values).all() and (values >= 0).all()):
+        raise TheoryError("a learning-rate schedule must give finite, non-negative multipliers")
+    return values
+
+
+MAX_DECAY_PER_STEP = 0.005
+"""Grid resolution of :func:`solve_linear_ode`: ``∫ rate`` over one grid interval stays below this."""
+
+
+def solve_linear_ode(
+    t: ArrayLike,
+    rate: Callable[[np.ndarray], np.ndarray],
+    source: Callable[[np.ndarray], np.ndarray],
+    start: np.ndarray,
+) -> np.ndarray:
+    """``y(t)`` for ``dy/dt = −rate(u) y + source(u)``, ``y(0) = start``, with ``rate ≥ 0``.
+
+    Exponential trapezoid rule on a uniform grid fine enough that ``rate·Δu ≤ 0.005``
+    (relative error ``O((rate·Δu)²)``) that contains every requested time.  The
+    recursion ``y_{n+1} = y_n e^{−R_n} + kick_n`` is summed in closed form over blocks
+    in which ``Σ R`` stays below 600, so it is vectorised and never overflows.
+    ``rate`` and ``source`` map a ``(N,)`` array of times to ``(N, *start.shape)``.
+    """
+    t = times(t)
+    end = float(t.max()) if t.size else 0.0
+    coarse = np.linspace(0.0, end, 2001)
+    fastest = float(np.max(rate(coarse))) if end > 0 else 0.0
+    points = int(np.clip(math.ceil(end * fastest / MAX_DECAY_PER_STEP) + 1, 2001, 4_000_001))
+    grid = np.union1d(np.linspace(0.0, end, points), t.ravel())
+    rates, sources = np.asarray(rate(grid), dtype=float), np.asarray(source(grid), dtype=float)
+    widths = np.diff(grid).reshape(-1, *([1] * (rates.ndim - 1)))
+    decay = 0.5 * (rates[1:] + rates[:-1]) * widths
+    kick = 0.5 * widths * (sources[:-1] * np.exp(-decay) + sources[1:])
+    cumulative = np.cumsum(decay, axis=0)
+    y = np.empty((len(grid), *start.shape))
+    y[0] = start
+    first = 0
+    while first < len(decay):
+        # Decay from the block's start to the end of each interval in it.
+        local = cumulative[first:] - (cumulative[first - 1] if first else 0.0)
+        worst = local.reshape(len(local), -1).max(axis=1)
+        last = first + max(int(np.searchsorted(worst, 600.0)), 1)
+        local = local[: last - first]
+        y[first + 1 : last + 1] = np.exp(-local) * (
+            y[first] + np.cumsum(kick[first:last] * np.exp(local), axis=0)
+        )
+        first = last
+    return y[np.searchsorted(grid, t)]
+
+
+def signsgd_phase2_mean_bounds(
+    t: ArrayLike,
+    x_entry: ArrayLike,
+    h: ArrayLike,
+    s: ArrayLike,
+    thresholds: PhaseThresholds = DEFAULT_THRESHOLDS,
+    *,
+    lr: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds on ``E X`` a time ``t`` after a coordinate enters phase 2 at ``x_entry``.
+
+    Lemma 3.4: in phase 2, ``mY + q₋ ≤ erf(Y/√2) ≤ mY + q₊`` (``phase2_drift_bounds``),
+    so ``d|E X|/dt`` lies between ``−(r|X| + q₊)`` and ``−(r|X| + q₋)``, ``r = m h/s``, whose
+    solutions ``(|x_e| + q/r) e^{−rt} − q/r`` bracket the mean.  Valid while every path
+    has that coordinate in phase 2; shapes as in :func:`signsgd_phase3_mean`.
+
+    The bracket is narrow (``(q₊ − q₋)t ≈ 0.014 t``, less than one step η over a typical
+    phase 2), so discreteness matters: with ``lr = η`` it is the bracket of the recursion
+    ``x_{k+1} = x_k − η(r x_k + q)``, ``e^{−rt}`` becoming ``(1 − ηr)^{t/η}``, which SignSGD's
+    mean (``E x_{k+1} = E x_k − η E erf(Y_k/√2)``) and its SDE's Euler–Maruyama mean obey exactly.
+    """
+    slope, q_low, q_high = phase2_drift_bounds(thresholds)
+    r = slope * positive("curvature h", h) / positive("noise scale s", s)
+    x_entry = np.asarray(x_entry, dtype=float)
+    elapsed = times(t)
+    if lr is None:
+        decay = np.exp(-np.multiply.outer(elapsed, r))
+    else:
+        lr = float(positive("lr", lr))
+        if (lr * r >= 1).any():
+            raise TheoryError(f"lr = {lr} is too large for a phase-2 bracket: need η·m·h/s < 1")
+        decay = np.exp(np.multiply.outer(elapsed / lr, np.log1p(-lr * r)))
+    magnitude = np.abs(x_entry)
+    slow = (magnitude + q_low / r) * decay - q_low / r
+    fast = (magnitude + q_high / r) * decay - q_high / r
+    positive_side = x_entry >= 0
+    return np.where(positive_side, fast, -slow), np.where(positive_side, slow, -fast)
+
+
+def normalised_gradient(oracle: GradientOracle, x: Tensor) -> Tensor:
+    """``Y = ∇f(x)/s(x)`` per coordinate, the quantity SignSGD's phases are read from (SPEC §3)."""
+    return oracle.grad(x) / oracle.noise_scale(x)
+
+
+def phase_indicator(phase: int, thresholds: PhaseThresholds = DEFAULT_THRESHOLDS) -> Observable:
+    """An integrator observable: 1 where a path's coordinate is in ``phase`` (1, 2 or 3), else 0.
+
+    Its mean over paths, ``Recording.mean(name)`` of shape ``(T, d)``, is the
+    fraction of paths in that phase, per coordinate.
+    """
+    if phase not in (1, 2, 3):
+        raise TheoryError(f"SignSGD has phases 1, 2 and 3, not {phase}")
+
+    def indicator(state: State, oracle: GradientOracle) -> Tensor:
+        return (thresholds.phase(normalised_gradient(oracle, state.x)) == phase).to(state.x.dtype)
+
+    return indicator
+
+
+def phase_observables(thresholds: PhaseThresholds = DEFAULT_THRESHOLDS) -> dict[str, Observable]:
+    """``{"phase1": …, "phase2": …, "phase3": …}``: occupancy observables to pass to ``simulate``."""
+    return {f"phase{k}": phase_indicator(k, thresholds) for k in (1, 2, 3)}
+
+
+def phase_occupancy(y: Tensor, thresholds: PhaseThresholds = DEFAULT_THRESHOLDS) -> Tensor:
+    """Fractions of paths in phases 1, 2, 3 per coordinate, ``(3, d)``, from ``Y`` of shape ``(P, d)``."""
+    phase = thresholds.phase(y)
+    return torch.stack([(phase == k).to(torch.float64).mean(dim=0) for k in (1, 2, 3)])
