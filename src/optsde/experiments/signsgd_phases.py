@@ -369,10 +369,11 @@ def _verdict(summary: dict[str, Any]) -> list[str]:
         gap = moments["mean_max_gap_rel_to_start"]
         judge(gap <= 0.05, f"phase-3 mean e^(−at)E X₀ for SignSGD: within {gap:.1%} of E X₀")
         worst, worst_se = moments["x2_max_rel_error"], moments["x2_max_rel_error_se"]
+        when, entry = moments["x2_max_rel_error_t"], summary["moments"]["start_time"]
         judge(
             _matched(worst, worst_se),
-            f"phase-3 E X_t² for SignSGD over time: worst {worst:+.1%} ± {worst_se:.1%} at "
-            f"t = {moments['x2_max_rel_error_t']:.3f} (right after entry SignSGD lags the linearised drift)",
+            f"phase-3 E X_t² for SignSGD over time: worst {worst:+.1%} ± {worst_se:.1%} at t = {when:.3f} "
+            f"(phase 3 entered at t = {entry:.3f})",
         )
     schedules = summary["schedules"]
     constant = schedules.get("constant", {}).get("final_loss")
