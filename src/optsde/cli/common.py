@@ -77,3 +77,18 @@ def add_run_flags(parser: argparse.ArgumentParser, default_paths: bool = True) -
     parser.add_argument("--seed", type=int, default=0, help="same seed, same numbers (default 0)")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default runs/NAME)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_threads_flag(parser)
+
+
+def add_threads_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="CPU threads for torch (default 1: the many small tensors of a simulation run "
+        "fastest on one thread; raise it for large networks)",
+    )
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)

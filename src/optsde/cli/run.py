@@ -9,7 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-from optsde.cli.common import add_run_flags, check_output_dir, positive_int, resolve_device, resolve_dtype
+from optsde.cli.common import (
+    add_run_flags,
+    apply_threads,
+    check_output_dir,
+    positive_int,
+    resolve_device,
+    resolve_dtype,
+)
 from optsde.errors import OptsdeError
 from optsde.experiments.base import Context, Experiment, discover, get_experiment
 from optsde.report import write_result
@@ -99,6 +106,7 @@ def execute(exp: Experiment, ctx: Context, out: Path) -> int:
 
 def make_context(exp: Experiment, args: argparse.Namespace, quick: bool, settings: dict[str, str]) -> Context:
     params = exp.resolve(quick, settings, getattr(args, "paths", None))
+    apply_threads(args)
     return Context(
         experiment=exp.name,
         params=params,

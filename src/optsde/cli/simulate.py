@@ -6,7 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from optsde.cli.common import check_output_dir, float_list, positive_int, resolve_device, resolve_dtype
+from optsde.cli.common import (
+    add_threads_flag,
+    apply_threads,
+    check_output_dir,
+    float_list,
+    positive_int,
+    resolve_device,
+    resolve_dtype,
+)
 from optsde.cli.run import execute, prepare_checkpoints
 from optsde.experiments.base import Context, Experiment
 from optsde.experiments.custom import CUSTOM_DEFAULTS, custom_comparison
@@ -51,11 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     p.add_argument("--no-progress", action="store_true")
+    add_threads_flag(p)
     p.set_defaults(handler=simulate)
 
 
 def simulate(args: argparse.Namespace) -> int:
     params = {key: getattr(args, key) for key in CUSTOM_DEFAULTS}
+    apply_threads(args)
     ctx = Context(
         experiment="simulate",
         params=params,
