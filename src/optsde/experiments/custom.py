@@ -86,6 +86,15 @@ def custom_comparison(ctx: Context) -> int:
         if key not in spec.sdes:
             raise ExperimentError(f"--sde {key}: {spec.name} has the SDE models {', '.join(spec.sdes)}")
 
+    if (
+        models
+        and spec.name != "signsgd"
+        and not bool(problem.noise_variance(ctx.tensor([x0_values])).isfinite().all())
+    ):
+        raise ExperimentError(
+            f"--nu {params['nu']:g}: Student-t noise with ν ≤ 2 has no variance, so the {spec.name} SDE "
+            "does not exist; use --sde none to run the optimizer alone, or --nu above 2"
+        )
     comparison = compare(
         ctx,
         spec,
