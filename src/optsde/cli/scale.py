@@ -1,0 +1,130 @@
+"""``optsde scale``: hyperparameters for a new batch size under each scaling rule (SPEC §6).
+
+Argument handling only; the rules and the config format are :mod:`optsde.scaling`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from optsde.cli.common import positive_int
+from optsde.errors import OptsdeError
+from optsde.optimizers import OPTIMIZERS, get_optimizer
+from optsde.scaling import (
+    TORCH_DEFAULTS,
+    ScalingError,
+    config_hyperparameters,
+    format_table,
+    load_config,
+    rescale_config,
+    rules,
+    save_config,
+    scaling_table,
+)
+
+EXAMPLE = """examples:
+  optsde scale --optimizer adamw --from-batch 256 --to-batch 1024 --lr 1e-3 --weight-decay 0.1
+  optsde scale --config adamw.yaml --to-batch 1024 --write adamw-1024.yaml --rule paper
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "scale",
+        help="rescale hyperparameters for a new batch size (paper's and Malladi et al.'s rules)",
+        description="Rescale an optimizer's hyperparameters from batch size B to B2 (SPEC §6):\n"
+        "the paper's rule and Malladi et al.'s for Adam(W)/RMSprop(W), the linear rule for SGD,\n"
+        "the square-root rule for SignSGD.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="optimizer family")
+    parser.add_argument(
+        "--from-batch", type=positive_int, metavar="B", help="batch size B the values were tuned at"
+    )
+    parser.add_argument(
+        "--to-batch", type=positive_int, required=True, metavar="B2", help="new batch size B2"
+    )
+    parser.add_argument("--lr", type=float, help="learning rate η")
+    parser.add_argument("--beta1", type=float, help="Adam's β₁ (default 0.9)")
+    parser.add_argument("--beta2", type=float, help="Adam's β₂ (0.999) or RMSprop's alpha (0.99)")
+    parser.add_argument("--eps", type=float, help="ε (default 1e-8)")
+    parser.add_argument("--weight-decay", type=float, help="decoupled weight decay θ (AdamW default 0.01)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="torch.optim-style JSON/YAML config with lr, betas|alpha, eps, weight_decay, batch_size, "
+        "optionally optimizer; flags given beside it override its values",
+    )
+    parser.add_argument("--write", type=Path, metavar="FILE", help="write the rescaled config (JSON or YAML)")
+    parser.add_argument("--rule", help="one rule only (paper, malladi, linear, square-root); --write's rule")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(handler=scale_command)
+
+
+def _flag_config(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
+    """``base`` (a loaded config, or empty) with the hyperparameter flags written over it."""
+    config = dict(base)
+    name = args.optimizer or config.get("optimizer")
+    if name is None:
+        raise ScalingError('give --optimizer (or a config with an "optimizer" field)')
+    spec = get_optimizer(str(name))
+    if args.optimizer is not None:
+        config.setdefault("optimizer", spec.name)
+    if args.from_batch is not None:
+        if "batch_size" in base and base["batch_size"] != args.from_batch:
+            raise ScalingError(
+                f"--from-batch {args.from_batch} disagrees with the config's batch_size "
+                f"{base['batch_size']}; drop one of them"
+            )
+        config["batch_size"] = args.from_batch
+    elif "batch_size" not in config:
+        raise ScalingError("give --from-batch, the batch size the hyperparameters were tuned at")
+    if args.lr is not None:
+        config["lr"] = args.lr
+    elif "lr" not in config:
+        raise ScalingError("give --lr, the learning rate tuned at the batch size --from-batch")
+    defaults = TORCH_DEFAULTS[spec.name]
+    for field in ("beta1", "beta2", "eps", "weight_decay"):
+        value = getattr(args, field)
+        if value is None:
+            continue
+        # A decay given to Adam or RMSprop is left to the optimizer's own check, whose message
+        # points to the W variant; SGD and SignSGD have none.
+        if field not in spec.uses and (field != "weight_decay" or f"{spec.name}w" not in OPTIMIZERS):
+            raise ScalingError(f"{spec.name} has no {field}; drop --{field.replace('_', '-')}")
+        if field == "beta1" or ("beta1" in spec.uses and field == "beta2"):
+            betas = list(config.get("betas", [defaults["beta1"], defaults["beta2"]]))
+            betas[0 if field == "beta1" else 1] = value
+            config["betas"] = betas
+        elif field == "beta2":
+            config["alpha"] = value
+        else:
+            config[field] = value
+    return config
+
+
+def scale_command(args: argparse.Namespace) -> int:
+    base = load_config(args.config) if args.config is not None else {}
+    config = _flag_config(args, base)
+    spec, hp, batch = config_hyperparameters(config, args.optimizer)
+    if args.rule is not None and args.rule not in rules(spec):
+        raise ScalingError(f"--rule {args.rule}: {spec.name} has the rules {', '.join(rules(spec))}")
+    chosen = (args.rule,) if args.rule else rules(spec)
+    try:
+        table = scaling_table(spec, hp, batch, args.to_batch, chosen)
+    except OptsdeError as exc:
+        hint = "" if len(chosen) == 1 else "; --rule NAME shows one rule alone"
+        raise ScalingError(f"{exc}{hint}") from None
+    print(json.dumps(table, indent=2) if args.json else format_table(table))
+    if args.write is not None:
+        rescaled = rescale_config(config, args.to_batch, args.rule, args.optimizer)
+        save_config(rescaled, args.write)
+        rule = args.rule or rules(spec)[0]
+        print(f"wrote {args.write} ({rule} rule, batch {batch} → {args.to_batch})", file=sys.stderr)
+    return 0
