@@ -149,8 +149,9 @@ class OptimizerSpec:
     def check(self, hp: Hyperparameters) -> None:
         """Refuse hyperparameters this optimizer does not have (e.g. Adam with decay)."""
         if hp.weight_decay and "weight_decay" not in self.uses:
+            alternative = f"use {self.name}w, or " if self.name in ("adam", "rmsprop") else ""
             raise HyperparameterError(
-                f"{self.name} has no decoupled weight decay; use {self.name}w, or set weight_decay=0"
+                f"{self.name} has no decoupled weight decay; {alternative}set weight_decay=0"
             )
 
 
