@@ -101,6 +101,23 @@ def test_per_example_variance_is_exact():
         assert torch.allclose(problem.grad(x)[p], per_example.mean(dim=0), rtol=1e-9, atol=1e-14)
 
 
+@pytest.mark.parametrize("chunk_size", [None, 7])
+def test_layerwise_mlp_variance_equals_per_example_gradients(chunk_size):
+    fast = tiny_problem(chunk_size=chunk_size)
+    slow = tiny_problem(chunk_size=chunk_size, fast_linear=False)
+    x = start(fast, paths=3)
+    assert torch.allclose(fast.example_variance(x), slow.example_variance(x), rtol=1e-9, atol=1e-16)
+    assert torch.allclose(fast.grad(x), slow.grad(x), rtol=1e-10, atol=1e-15)
+
+
+def test_projection_variance_is_a_function_of_x():
+    """Resuming a run must give the same numbers: no hidden random state in the oracle."""
+    x = start(tiny_problem(), paths=2)
+    first = tiny_problem(variance="projection").noise_variance(x)
+    assert torch.equal(first, tiny_problem(variance="projection").noise_variance(x.clone()))
+    assert not torch.equal(first, tiny_problem(variance="projection", seed=1).noise_variance(x))
+
+
 def test_chunked_per_example_variance_and_gradient_agree_with_unchunked():
     whole = tiny_problem()
     chunked = tiny_problem(chunk_size=7)

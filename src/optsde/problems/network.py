@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import math
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,6 +137,9 @@ class NetworkProblem:
     sampling: ``"without-replacement"`` (default) or ``"with-replacement"`` minibatches.
     chunk_size: examples per forward pass on the estimation set (default: all at once).
     seed: fixes the estimation subset and the projections' random numbers.
+    fast_linear: for models made only of ``nn.Linear`` layers (the MLP), compute the
+        exact ``diag C`` layer-wise from one backward pass per path instead of
+        per-example gradients (same numbers, far cheaper).
     """
 
     model: nn.Module
@@ -150,6 +154,7 @@ class NetworkProblem:
     sampling: str = "without-replacement"
     chunk_size: int | None = None
     seed: int = 0
+    fast_linear: bool = True
     dim: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -170,7 +175,6 @@ class NetworkProblem:
         self.estimation_size = n
         self._tensors: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor, Tensor, Tensor]] = {}
         self._cache: _Evaluation | None = None
-        self._projection_generators: dict[torch.device, torch.Generator] = {}
 
         def path_losses(w: Tensor, inputs: Tensor, targets: Tensor) -> Tensor:
             params = {**self._layout.unflatten(w), **self._buffers}
@@ -263,18 +267,11 @@ class NetworkProblem:
                     reset()
         return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).to(dtype)
 
-    def state_dict(self) -> dict[str, Any]:
-        """The projections' random-number state (for resuming a run exactly)."""
-        return {str(dev): gen.get_state() for dev, gen in self._projection_generators.items()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for dev, gen_state in state.items():
-            self._projection_generator(torch.device(dev)).set_state(gen_state)
-
-    def _projection_generator(self, device: torch.device) -> torch.Generator:
-        if device not in self._projection_generators:
-            self._projection_generators[device] = torch.Generator(device=device).manual_seed(self.seed + 1)
-        return self._projection_generators[device]
+    def _projection_generator(self, x: Tensor) -> torch.Generator:
+        """A generator seeded by ``x``'s bytes and ``seed``: the projections, and so the
+        variance estimate, are a function of ``x`` alone (a resumed run draws the same)."""
+        digest = zlib.crc32(x.detach().cpu().numpy().tobytes(), self.seed & 0xFFFFFFFF)
+        return torch.Generator(device=x.device).manual_seed(digest)
 
     def _data(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(train inputs, train targets, estimation inputs, estimation targets)`` on ``like``'s device."""
@@ -349,6 +346,65 @@ class NetworkProblem:
 
     # --------------------------------------------------------------- diag C
 
+    def _linear_only(self) -> list[nn.Linear] | None:
+        """The model's ``nn.Linear`` layers if they hold every parameter (an MLP), else None."""
+        layers = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
+        owned = {id(p) for m in layers for p in m.parameters(recurse=False)}
+        if not layers or any(id(p) not in owned for p in self.model.parameters()):
+            return None
+        return layers
+
+    def _linear_moments(self, entry: _Evaluation, layers: list[nn.Linear]) -> Tensor | None:
+        """Exact ``diag C`` of a model made of ``nn.Linear`` layers without per-example gradients.
+
+        A linear layer applied once per example has per-example gradients
+        ``δ_n a_nᵀ`` (weight) and ``δ_n`` (bias), with ``a_n`` its input and ``δ_n`` the
+        gradient of ``Σ_m ℓ_m`` with respect to its output, so
+        ``Σ_n (∇ℓ_n)² = (δ²)ᵀ(a²)``: one backward pass and one extra product of the
+        size of the gradient's, per path (the layer-wise trick of BackPACK).
+        Returns None, to fall back to per-example gradients, where a layer sees
+        more than one vector per example or is applied twice.
+        """
+        x = entry.x
+        _, _, inputs, targets = self._data(x)
+        names = {id(m): n for n, m in self.model.named_modules()}
+        captured: list[tuple[nn.Module, Tensor, Tensor]] = []
+
+        def keep(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
+            captured.append((module, args[0], output))
+
+        wide = torch.float64  # the second moment minus the squared mean cancels: keep digits
+        sums = torch.zeros(2, *x.shape, dtype=wide, device=x.device)  # Σ_n ∇ℓ_n, Σ_n (∇ℓ_n)²
+        handles = [layer.register_forward_hook(keep) for layer in layers]
+        try:
+            with torch.enable_grad():
+                for path in range(x.shape[0]):
+                    for part in self._chunks():
+                        captured.clear()
+                        leaf = x[path].detach().requires_grad_(True)
+                        params = {**self._layout.unflatten(leaf), **self._buffers}
+                        losses = self._per_example_loss(
+                            functional_call(self.model, params, (inputs[part],)), targets[part]
+                        )
+                        once = len({id(m) for m, _, _ in captured}) == len(captured)
+                        if not once or any(a.ndim != 2 for _, a, _ in captured):
+                            return None
+                        deltas = torch.autograd.grad(losses.sum(), [out for _, _, out in captured])
+                        moments: dict[str, Tensor] = {}
+                        for (module, a, _), delta in zip(captured, deltas, strict=True):
+                            a, delta = a.detach().to(wide), delta.to(wide)
+                            name = names[id(module)]
+                            moments[f"{name}.weight"] = torch.stack([delta.T @ a, (delta**2).T @ a**2])
+                            moments[f"{name}.bias"] = torch.stack([delta.sum(0), (delta**2).sum(0)])
+                        sums[:, path] += self._layout.flatten(moments, 1)
+        finally:
+            for handle in handles:
+                handle.remove()
+        mean, square = sums / self.estimation_size  # type: ignore[operator]
+        if entry.grad is None:
+            entry.grad = mean.to(x.dtype)
+        return (square - mean**2).clamp_min(0.0).to(x.dtype)
+
     def _per_example_variance(self, entry: _Evaluation) -> Tensor:
         """Exact ``diag C`` from per-example gradients, merged over chunks (Chan et al.)."""
         x = entry.x
@@ -384,7 +440,7 @@ class NetworkProblem:
     def _projected_variance(self, entry: _Evaluation) -> Tensor:
         """Unbiased ``diag C``: the mean of ``ξ²`` over ``projections`` weighted-loss samples."""
         x = entry.x
-        generator = self._projection_generator(x.device)
+        generator = self._projection_generator(x)
         total = torch.zeros_like(x)
         for _ in range(self.projections):
             z = torch.randn(
@@ -402,7 +458,9 @@ class NetworkProblem:
         entry = self._entry(x)
         if entry.variance is None:
             if self.variance == "per-example":
-                entry.variance = self._per_example_variance(entry)
+                layers = self._linear_only() if self.fast_linear else None
+                variance = None if layers is None else self._linear_moments(entry, layers)
+                entry.variance = self._per_example_variance(entry) if variance is None else variance
             else:
                 entry.variance = self._projected_variance(entry)
         return entry.variance
@@ -474,6 +532,14 @@ class NetworkProblem:
         keys = torch.rand(paths, n_train, generator=generator, device=device)
         return keys.topk(self.batch_size, dim=1).indices
 
+    def sampled_signs(self, x: Tensor, samples: int, generator: torch.Generator | None) -> Tensor:
+        """``sign`` of ``samples`` stochastic gradients at one point ``x`` ``(d,)``: ``(samples, d)``.
+
+        Their mean estimates the true ``E sign ∇f_γ(x)`` (paper Thm 3.2) of the noise the
+        optimizer sees, against which the Gaussian form :meth:`expected_sign` can be checked.
+        """
+        return torch.sign(self.sample_gradient(x.reshape(1, -1).expand(samples, -1), generator))
+
     def expected_sign(self, x: Tensor) -> Tensor:
         """``erf(∇f/(√2 s))``, the Gaussian form (SPEC §3, Cor 3.3); ``sign ∇f`` where ``s = 0``."""
         gradient = self.grad(x)
@@ -505,18 +571,31 @@ class NetworkProblem:
                 estimate += probe * hvp
         return estimate / samples
 
-    def kappa(self, lr: float, x: Tensor | None = None, samples: int = 16) -> float:
-        """SPEC §3's ``κ = η · max_i |h_i| / s_i`` at ``x`` (default ``x0``), over coordinates with noise.
+    def kappa_profile(self, lr: float, x: Tensor | None = None, samples: int = 16) -> dict[str, float]:
+        """``η |h_i| / s_i`` over the coordinates with noise, at ``x`` (default ``x0``): its
+        maximum (SPEC §3's κ), 99th percentile and median.
 
-        ``h`` is the Hutchinson estimate of :meth:`curvature`, so κ is an estimate too.
+        A network has coordinates whose noise all but vanishes (units that few
+        examples reach), so the maximum says little about the bulk; ``h`` is
+        Hutchinson's estimate (:meth:`curvature`), so all three are estimates.
         """
         point = self.x0() if x is None else x.reshape(-1)
         h = self.curvature(point, samples=samples).abs()
         s = self.noise_scale(point[None])[0]
         noisy = s > 0
         if not bool(noisy.any()):
-            return math.inf
-        return float(lr * (h[noisy] / s[noisy]).max())
+            return {"max": math.inf, "q99": math.inf, "median": math.inf}
+        ratio = (lr * h[noisy] / s[noisy]).double()
+        return {
+            "max": float(ratio.max()),
+            "q99": float(torch.quantile(ratio, 0.99)),
+            "median": float(ratio.median()),
+        }
+
+    def kappa(self, lr: float, x: Tensor | None = None, samples: int = 16) -> float:
+        """SPEC §3's ``κ = η · max_i |h_i| / s_i`` at ``x`` (default ``x0``), over coordinates with
+        noise; see :meth:`kappa_profile` for the bulk of the coordinates."""
+        return self.kappa_profile(lr, x, samples)["max"]
 
 
 def network_problem(

@@ -1,0 +1,136 @@
+"""The network experiments ``nn-signsgd`` and ``nn-adaptive``, run small through the framework.
+
+The acceptance claim of issue 3 (each optimizer tracked by its SDE on the MLP in quick mode,
+time-averaged relative gap of E f under 10%, at least 8 paths) is checked on the quick
+settings themselves; the Gaussian check is validated where its answer is known exactly
+(synthetic Gaussian noise: ratio 1).  Nothing downloads.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Z_TOL
+from optsde.errors import OptsdeError
+from optsde.experiments.base import Context, ExperimentError, get_experiment
+from optsde.report import SERIES_COLUMNS, write_result
+
+
+def run_small(name: str, settings: dict[str, str], out: Path, paths: int | None = None) -> dict[str, Any]:
+    """Quick parameters with ``settings`` (parsed as ``--set`` would be), run, write, reload."""
+    exp = get_experiment(name)
+    ctx = Context(name, exp.resolve(True, settings, paths), seed=0)
+    exp.run(ctx)
+    write_result(ctx.result, out)
+    with open(out / "series.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert tuple(rows[0]) == SERIES_COLUMNS
+    for file in ("config.json", "summary.json", "report.md", *(f"{f}.png" for f in ctx.result.figures)):
+        assert (out / file).stat().st_size > 0, file
+    summary = json.loads((out / "summary.json").read_text())
+    summary["_rows"] = rows[1:]
+    summary["_report"] = (out / "report.md").read_text()
+    return summary
+
+
+TINY_IMAGES = {"train_size": "32", "batch_size": "8", "steps": "4", "records": "3"}
+
+
+def test_signsgd_is_tracked_on_the_mlp_in_quick_mode(tmp_path):
+    summary = run_small("nn-signsgd", {}, tmp_path)
+    (entry,) = summary["panels"].values()
+    assert entry["paths"]["optimizer"] >= 8 and entry["problem"]["noise"] == "minibatch"
+    fidelity = entry["fidelity"]["sde-paper"]
+    assert fidelity["mean_rel_gap"] < 0.10, fidelity
+    assert "tracked by sde-paper" in summary["_report"]
+    assert entry["gaussian_check"] and {"loss", "descent_rate_ratio"} <= {row[4] for row in summary["_rows"]}
+
+
+def test_gaussian_check_is_exact_under_synthetic_gaussian_noise(tmp_path):
+    """With the paper's protocol the noise is Gaussian, so E sign = erf(∇f/(√2 s)) exactly:
+    the descent-rate ratio must be 1 within its standard error at every point."""
+    settings = {
+        "noise": "synthetic",
+        "sigma": "0.5",
+        "steps": "30",
+        "check_points": "3",
+        "check_samples": "2000",
+    }
+    summary = run_small("nn-signsgd", settings, tmp_path, paths=2)
+    (entry,) = summary["panels"].values()
+    assert entry["problem"]["noise"] == "synthetic"
+    for row in entry["gaussian_check"]:
+        assert abs(row["ratio"] - 1.0) <= Z_TOL * row["ratio_se"], row
+
+
+def test_signsgd_runs_every_image_architecture(tmp_path):
+    settings = {**TINY_IMAGES, "models": "cnn,transformer,resnet", "check_points": "2", "check_samples": "8"}
+    summary = run_small("nn-signsgd", settings, tmp_path, paths=2)
+    assert [e["model"] for e in summary["panels"].values()] == ["cnn", "transformer", "resnet"]
+    for entry in summary["panels"].values():
+        assert entry["problem"]["dataset"] == "digits" and not entry["divergences"]
+        assert "sde-paper" in entry["fidelity"]
+
+
+def test_adaptive_runs_the_paper_prior_and_refined_sdes(tmp_path):
+    settings = {**TINY_IMAGES, "steps": "20", "records": "5", "models": "mlp,transformer"}
+    summary = run_small("nn-adaptive", settings, tmp_path, paths=2)
+    methods = {label: set(entry["fidelity"]) for label, entry in summary["panels"].items()}
+    assert methods == {
+        "adamw on mlp (breast-cancer)": {"sde-paper", "sde-malladi", "sde-refined"},
+        "adamw on transformer (digits)": {"sde-paper", "sde-malladi", "sde-refined"},
+        "rmspropw on mlp (breast-cancer)": {"sde-paper", "sde-malladi"},
+        "rmspropw on transformer (digits)": {"sde-paper", "sde-malladi"},
+    }
+    assert summary["panels"]["adamw on mlp (breast-cancer)"]["hyperparameters"]["weight_decay"] == 0.1
+
+
+@pytest.mark.slow
+def test_adamw_and_rmspropw_are_tracked_on_the_mlp_in_quick_mode(tmp_path):
+    summary = run_small("nn-adaptive", {}, tmp_path)
+    adamw = summary["panels"]["adamw on mlp (breast-cancer)"]
+    rmspropw = summary["panels"]["rmspropw on mlp (breast-cancer)"]
+    assert adamw["paths"]["optimizer"] >= 8
+    assert adamw["fidelity"]["sde-refined"]["mean_rel_gap"] < 0.10
+    assert rmspropw["fidelity"]["sde-paper"]["mean_rel_gap"] < 0.10
+    assert {"sde-paper", "sde-malladi"} <= set(adamw["fidelity"])  # reported beside the refined one
+
+
+def test_same_seed_same_numbers(tmp_path):
+    settings = {"steps": "10", "records": "3", "check_points": "2", "check_samples": "8"}
+    first = run_small("nn-signsgd", settings, tmp_path / "a", paths=2)
+    second = run_small("nn-signsgd", settings, tmp_path / "b", paths=2)
+    assert first["_rows"] == second["_rows"]
+
+
+@pytest.mark.parametrize(
+    ("name", "settings", "message"),
+    [
+        ("nn-signsgd", {"models": "lstm"}, "unknown model"),
+        ("nn-signsgd", {"models": "cnn", "dataset": "breast-cancer"}, "image models"),
+        ("nn-signsgd", {"variance": "exact"}, "variance"),
+        ("nn-adaptive", {"optimizers": "sgd"}, "not one of"),
+        ("nn-adaptive", {"sdes": "phase3"}, "SDE models"),
+    ],
+)
+def test_bad_settings_are_refused_before_running(name, settings, message):
+    exp = get_experiment(name)
+    ctx = Context(name, exp.resolve(True, settings, None), seed=0)
+    with pytest.raises(ExperimentError, match=message):
+        exp.run(ctx)
+    assert not ctx.result.rows
+
+
+def test_missing_vision_data_is_one_clear_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    exp = get_experiment("nn-signsgd")
+    ctx = Context("nn-signsgd", exp.resolve(True, {"models": "cnn", "dataset": "mnist"}, None), seed=0)
+    with pytest.raises(OptsdeError) as info:
+        exp.run(ctx)
+    assert "\n" not in str(info.value) and "optsde[vision]" in str(info.value)
