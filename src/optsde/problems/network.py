@@ -18,11 +18,14 @@ factor is 1).  Which quantity costs what, per ``x``:
 - ``gaussian_noise``: one more backward pass of the randomly weighted loss
   ``Σ_n z_n ℓ_n / √n`` (SPEC §4), ``ξ = N^{-1/2} Σ_n z_n (∇ℓ_n − ∇f)``: covariance
   exactly ``C`` given ``x``, no per-example gradients;
-- ``noise_variance``: ``diag C / B`` either exact from per-example gradients
-  (``variance="per-example"``, ``torch.func.vmap(grad)``, costly) or unbiased
-  from ``projections`` more weighted-loss passes (``variance="projection"``,
-  ``E ξ² = diag C``; cheap, but a noisy estimate: fine inside the EMA of
-  RMSprop/Adam's ``V``, biased inside SignSGD's ``erf(∇f/(√2 s))``).
+- ``noise_variance``: ``diag C / B`` either exact (``variance="per-example"``) or
+  unbiased from ``projections`` more weighted-loss passes
+  (``variance="projection"``, ``E ξ² = diag C``; cheap, but a noisy estimate:
+  fine inside the EMA of RMSprop/Adam's ``V``, biased inside SignSGD's
+  ``erf(∇f/(√2 s))``, where ``E 1/|ξ|`` is infinite for one projection).  The
+  exact path uses per-example gradients (``torch.func.vmap(grad)``, memory and
+  time ∝ P·n·d) except for models made only of ``nn.Linear`` layers (the MLP),
+  where ``Σ_n (∇ℓ_n)² = (δ²)ᵀ(a²)`` layer by layer costs one more backward pass.
 
 The forward graph is cached for the last ``x`` seen (keyed on the tensor's
 identity and version), so the SDE step's calls of ``grad``, ``gaussian_noise``
