@@ -1,0 +1,394 @@
+"""Euler–Maruyama throughput: the project's integrator against torchsde and the discrete optimizer.
+
+The workload is the paper's AdamW SDE (SPEC §3, ``ADAM_SDES["paper"]``) on a diagonal
+quadratic with Gaussian gradient noise, ``P`` paths of dimension ``d``, ``dt = η``.
+Four ways to advance it, timed in the same run, interleaved, on the same state:
+
+- ``optsde-sde``: the project's fast path, :class:`~optsde.fused.FusedSDERunner` — a
+  block of EM steps, noise included, in one compiled call (or its eager fallback;
+  the record's ``path`` says which ran);
+- ``optsde-sde-eager``: :class:`~optsde.integrate.SDERunner`, one eager step at a time;
+- ``optsde-discrete``: the AdamW optimizer itself (:class:`~optsde.integrate.DiscreteRunner`);
+- ``torchsde``: ``torchsde.sdeint(method="euler")`` on the same SDE, written below from
+  SPEC §3 as a torchsde SDE over the flattened state ``(X, M, V)`` with diagonal noise.
+
+Throughput is path-steps per second (one path advanced by one step) and
+element-steps per second (one coordinate of one path advanced by one step, i.e.
+path-steps × d; the state holds three numbers per element: X, M, V).  Each method
+is warmed up (compilation happens there and is reported separately), then timed
+``repeats`` times; the record keeps the best and the median.  On a GPU every timing
+waits for the device.  The runners are timed without recording observables: what
+``simulate`` records is the user's choice and costs the same for every method.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from optsde.errors import OptsdeError
+from optsde.fused import FusedSDERunner
+from optsde.integrate import DiscreteRunner, SDERunner
+from optsde.noise import GaussianNoise
+from optsde.optimizers.adam import ADAM_SDES, AdamW
+from optsde.optimizers.base import Hyperparameters, State, constant_schedule
+from optsde.problems.analytic import NoisyProblem, Quadratic
+
+METHODS = ("optsde-sde", "optsde-sde-eager", "optsde-discrete", "torchsde", "torchsde-hinted")
+
+BENCH_HYPERPARAMETERS = Hyperparameters(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1)
+"""AdamW as torch.optim's defaults, with η = 0.01 and decoupled decay θ = 0.1."""
+
+NOISE_SCALE = 1.0
+"""Per-coordinate gradient-noise scale ``s``."""
+
+
+class BenchError(OptsdeError):
+    """A benchmark setting is invalid; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What to measure.  ``block`` is the number of EM steps per compiled call (default:
+    10 on the CPU, 20 on a GPU, where a longer block saves more memory traffic)."""
+
+    paths: tuple[int, ...] = (100, 1000, 10_000)
+    steps: int = 100
+    dim: int = 10
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+    repeats: int = 3
+    block: int | None = None
+    compile: bool = True
+    seed: int = 0
+    threads: int | None = None
+    """CPU threads for the run (``torch.set_num_threads``); None keeps torch's default."""
+
+    def __post_init__(self) -> None:
+        if not self.paths or any(p < 1 for p in self.paths):
+            raise BenchError(f"path counts must be positive integers, got {list(self.paths)}")
+        for name in ("steps", "dim", "repeats"):
+            if getattr(self, name) < 1:
+                raise BenchError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("block", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise BenchError(f"{name} must be a positive integer, got {value}")
+        if self.device not in ("cpu", "cuda"):
+            raise BenchError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise BenchError("--device cuda: no CUDA device is available here; use --device cpu")
+        if self.dtype not in (torch.float32, torch.float64):
+            raise BenchError(f"dtype must be float32 or float64, got {self.dtype}")
+
+    @property
+    def em_block(self) -> int:
+        return self.block if self.block is not None else (10 if self.device == "cpu" else 20)
+
+
+def bench_problem(dim: int) -> tuple[NoisyProblem, Tensor, Tensor]:
+    """The benchmark's quadratic: curvatures ``h`` spread over ``[1, 10]``, minimum at 0,
+    Gaussian noise of scale ``s`` per coordinate.  Returns ``(oracle, h, s)``."""
+    hessian = torch.linspace(1.0, 10.0, dim, dtype=torch.float64)
+    scale = torch.full((dim,), NOISE_SCALE, dtype=torch.float64)
+    return NoisyProblem(Quadratic(hessian), GaussianNoise(dim, scale=scale)), hessian, scale
+
+
+class TorchsdeAdamW(torch.nn.Module):
+    """The paper's AdamW SDE (SPEC §3) as a torchsde SDE, written independently of
+    :mod:`optsde.optimizers.adam`, on ``f(x) = ½ Σ h_i x_i²`` with noise ``Σ = diag(s²)``.
+
+    torchsde integrates one state vector, so ``(X, M, V)`` is flattened to ``(P, 3d)``;
+    the noise is diagonal (M is driven by ``√η ρ₁ s dW``, X and V by nothing), not a
+    dense ``3d × 3d`` matrix.  The start-up look-ahead of SPEC §3 (``V + dt·dV`` in ``P``,
+    ``ι₂`` at ``t + dt``, ``ι₁`` at ``t + η``) depends on the step, so the EM step ``dt``
+    is a parameter of the SDE and ``sdeint`` must be called with that ``dt``.
+    """
+
+    noise_type = "diagonal"
+    sde_type = "ito"
+
+    def __init__(self, hessian: Tensor, scale: Tensor, hp: Hyperparameters, dt: float) -> None:
+        super().__init__()
+        self.h, self.s2, self.hp, self.dt = hessian, scale**2, hp, dt
+        self.dim = hessian.shape[0]
+        diffusion = math.sqrt(hp.lr) * hp.rho1 * scale
+        zeros = torch.zeros_like(scale)
+        self.register_buffer("diffusion", torch.cat([zeros, diffusion, zeros]))
+
+    def f(self, t: Tensor, y: Tensor) -> Tensor:
+        hp, d = self.hp, self.dim
+        x, m, v = y[:, :d], y[:, d : 2 * d], y[:, 2 * d :]
+        gradient = self.h * x
+        dv = hp.rho2 * (gradient**2 + self.s2 - v)
+        iota1 = -torch.expm1(-hp.rho1 * (t + hp.lr))
+        iota2 = -torch.expm1(-hp.rho2 * (t + self.dt))
+        preconditioner = (v + self.dt * dv).sqrt() + hp.eps * iota2.sqrt()
+        dx = -(iota2.sqrt() / iota1) * (m + hp.lr * hp.rho1 * (gradient - m)) / preconditioner
+        dx = dx - hp.weight_decay * x
+        return torch.cat([dx, hp.rho1 * (gradient - m), dv], dim=1)
+
+    def g(self, t: Tensor, y: Tensor) -> Tensor:
+        return self.diffusion.expand_as(y)
+
+    def start(self, x0: Tensor) -> Tensor:
+        """``(x₀, M = 0, V = 0)`` flattened."""
+        return torch.cat([x0, torch.zeros_like(x0), torch.zeros_like(x0)], dim=1)
+
+
+def torchsde_run(
+    sde: TorchsdeAdamW,
+    x0: Tensor,
+    steps: int,
+    *,
+    record_every: int | None = None,
+    hint_dt: bool = False,
+    entropy: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``steps`` EM steps of ``dt = sde.dt`` by ``torchsde.sdeint``; returns the times and
+    ``X`` at them, ``(T, P, d)`` — the end only, or every ``record_every`` steps.
+
+    By default ``sdeint`` builds its own Brownian motion, as a plain call does.  ``hint_dt``
+    passes a ``BrownianInterval`` told the step size, torchsde's documented speed-up for
+    fixed-step solvers; ``entropy`` seeds the Brownian motion (otherwise Python's ``random``).
+    """
+    import torchsde
+
+    every = record_every or steps
+    ts = torch.arange(0, steps + 1, every, dtype=x0.dtype, device=x0.device) * sde.dt
+    y0 = sde.start(x0)
+    bm = None
+    if hint_dt or entropy is not None:
+        bm = torchsde.BrownianInterval(
+            t0=ts[0],
+            t1=ts[-1],
+            size=y0.shape,
+            dtype=y0.dtype,
+            device=y0.device,
+            entropy=entropy,
+            dt=sde.dt if hint_dt else None,
+        )
+    ys = torchsde.sdeint(sde, y0, ts, bm=bm, method="euler", dt=sde.dt)
+    return ts, ys[..., : sde.dim]
+
+
+def _require_torchsde() -> None:
+    try:
+        import torchsde  # noqa: F401
+    except ImportError:
+        raise BenchError(
+            "torchsde is not installed; install it with `pip install torchsde` (or `pip install -e .[bench]`)"
+        ) from None
+
+
+def _timed(
+    device: torch.device, run: Callable[[Tensor, int], Tensor], x0: Tensor, steps: int
+) -> tuple[float, Tensor]:
+    """Wall time of ``run(x0, steps)`` (waiting for the device) and its final ``X``."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    x = run(x0, steps)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started, x
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def run_benchmark(
+    settings: BenchSettings, report: Callable[[str], None] | None = None
+) -> list[dict[str, Any]]:
+    """Measure every method at every path count; one record per (method, paths).
+
+    ``report`` receives one progress line per measurement (and per compilation).
+    """
+    _require_torchsde()
+    threads = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    try:
+        return _measure(settings, report or (lambda line: None))
+    finally:
+        torch.set_num_threads(threads)
+
+
+Run = Callable[[Tensor, int], Tensor]
+"""``(x0, steps)`` ↦ ``X`` after ``steps`` EM (or optimizer) steps from ``(x0, 0, 0)``."""
+
+
+def _contenders(settings: BenchSettings, oracle: NoisyProblem, fused: FusedSDERunner) -> dict[str, Run]:
+    """Every method as a :data:`Run` over the same problem, hyperparameters and seed."""
+    device = torch.device(settings.device)
+    hp = BENCH_HYPERPARAMETERS
+    sde_eager = SDERunner(ADAM_SDES["paper"])
+    discrete = DiscreteRunner(AdamW())
+    _, hessian, scale = bench_problem(settings.dim)
+    as_state = {"device": device, "dtype": settings.dtype}
+    twin = TorchsdeAdamW(hessian.to(**as_state), scale.to(**as_state), hp, dt=hp.lr)
+    # Eager runners draw on the device; the fused in-kernel noise only needs a seed, which a
+    # CPU generator gives without waiting for the device.
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    seed_source = torch.Generator().manual_seed(settings.seed + 1)
+    fused_generator = generator if fused.noise_mode(device) == "presampled" else seed_source
+
+    def stepwise(runner: SDERunner | DiscreteRunner, x0: Tensor, steps: int) -> Tensor:
+        state: State = runner.init_state(x0)
+        for k in range(1, steps + 1):
+            state = runner.advance(state, k, oracle, hp, constant_schedule, generator)
+        return state.x
+
+    def fused_run(x0: Tensor, steps: int) -> Tensor:
+        return fused.advance_block(fused.init_state(x0), 1, steps, oracle, hp, generator=fused_generator).x
+
+    runs: dict[str, Run] = {
+        "optsde-sde": fused_run,
+        "optsde-sde-eager": lambda x0, n: stepwise(sde_eager, x0, n),
+        "optsde-discrete": lambda x0, n: stepwise(discrete, x0, n),
+        "torchsde": lambda x0, n: torchsde_run(twin, x0, n)[1][-1],
+        "torchsde-hinted": lambda x0, n: torchsde_run(twin, x0, n, hint_dt=True)[1][-1],
+    }
+    if not settings.compile:
+        del runs["optsde-sde-eager"]  # optsde-sde is this same eager integrator then
+    return runs
+
+
+def _measure(settings: BenchSettings, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    device = torch.device(settings.device)
+    oracle, _, _ = bench_problem(settings.dim)
+    block = settings.em_block
+    fused = FusedSDERunner(ADAM_SDES["paper"], block=block, compile=settings.compile)
+    runs = _contenders(settings, oracle, fused)
+    # The warm-up compiles both block lengths a timed run uses (full blocks, the remainder).
+    warmup = min(settings.steps, block + settings.steps % block)
+    records: list[dict[str, Any]] = []
+    with torch.no_grad():
+        for paths in settings.paths:
+            x0 = torch.ones(paths, settings.dim, dtype=settings.dtype, device=device)
+            for method, run in runs.items():
+                compiled_before = fused.compile_seconds
+                _timed(device, run, x0, warmup)
+                if method == "optsde-sde" and fused.compile_seconds > compiled_before:
+                    say(f"compiled the fused EM block in {fused.compile_seconds - compiled_before:.1f} s")
+            seconds: dict[str, list[float]] = {method: [] for method in runs}
+            last: dict[str, Tensor] = {}
+            load = _load_average()
+            for repeat in range(settings.repeats):
+                # Rotate the order so that no method always runs right after the same other one.
+                order = list(runs)[repeat % len(runs) :] + list(runs)[: repeat % len(runs)]
+                for method in order:
+                    elapsed, last[method] = _timed(device, runs[method], x0, settings.steps)
+                    seconds[method].append(elapsed)
+            for method in runs:
+                record = _record(method, paths, settings, seconds[method], device, load)
+                # Same SDE, same start: the ends must agree up to Monte Carlo noise (the
+                # discrete optimizer up to the SDE's approximation error as well).
+                record["mean_loss_end"] = float(oracle.loss(last[method].double()).mean())
+                if method == "optsde-sde":
+                    record.update(
+                        path=fused.path,
+                        noise=fused.noise_mode(device) if fused.path == "compiled" else "per-step randn",
+                        block=block,
+                        compile_seconds=round(fused.compile_seconds, 3),
+                        fallback_reason=fused.fallback_reason,
+                    )
+                records.append(record)
+                say(
+                    f"paths={paths:>9,}  {method:<17} {record['path_steps_per_s'] / 1e6:10.3f} M path-steps/s"
+                    f"  ({record['element_steps_per_s'] / 1e9:.3f} G element-steps/s)"
+                )
+    _add_ratios(records)
+    return records
+
+
+def _record(
+    method: str,
+    paths: int,
+    settings: BenchSettings,
+    seconds: list[float],
+    device: torch.device,
+    load: float | None,
+) -> dict[str, Any]:
+    work = paths * settings.steps
+    best, median = min(seconds), statistics.median(seconds)
+    descriptions = {
+        "optsde-sde-eager": ("eager", "per-step randn"),
+        "optsde-discrete": ("eager", "per-step randn"),
+        "torchsde": ("sdeint euler", "BrownianInterval"),
+        "torchsde-hinted": ("sdeint euler", "BrownianInterval(dt)"),
+    }
+    path, noise = descriptions.get(method, ("", ""))
+    return {
+        "method": method,
+        "paths": paths,
+        "steps": settings.steps,
+        "dim": settings.dim,
+        "dtype": str(settings.dtype).removeprefix("torch."),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "threads": torch.get_num_threads(),
+        "load_average": load,
+        "repeats": settings.repeats,
+        "seconds_best": best,
+        "seconds_median": median,
+        "path_steps_per_s": work / best,
+        "median_path_steps_per_s": work / median,
+        "element_steps_per_s": work * settings.dim / best,
+        "path": path,
+        "noise": noise,
+    }
+
+
+def _add_ratios(records: list[dict[str, Any]]) -> None:
+    """``ratio_to_torchsde`` and ``ratio_to_discrete`` (best against best) for every record."""
+    reference = {(r["method"], r["paths"]): r["path_steps_per_s"] for r in records}
+    for record in records:
+        for key, method in (
+            ("ratio_to_torchsde", "torchsde"),
+            ("ratio_to_torchsde_hinted", "torchsde-hinted"),
+            ("ratio_to_discrete", "optsde-discrete"),
+        ):
+            base = reference.get((method, record["paths"]))
+            record[key] = record["path_steps_per_s"] / base if base else None
+
+
+def format_table(records: list[dict[str, Any]]) -> str:
+    """A plain-text table: one row per (paths, method), throughput and the ratios."""
+
+    def ratio(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+    header = (
+        f"{'paths':>9}  {'method':<17} {'M path-steps/s':>14} {'(median)':>9} {'G elem-steps/s':>14} "
+        f"{'×torchsde':>10} {'×hinted':>8} {'×discrete':>10}  how"
+    )
+    lines = [header, "-" * len(header)]
+    for r in records:
+        how = f"{r['path']}, {r['noise']}" + (f", block {r['block']}" if "block" in r else "")
+        lines.append(
+            f"{r['paths']:>9,}  {r['method']:<17} {r['path_steps_per_s'] / 1e6:>14.3f} "
+            f"{r['median_path_steps_per_s'] / 1e6:>9.3f} {r['element_steps_per_s'] / 1e9:>14.4f} "
+            f"{ratio(r['ratio_to_torchsde']):>10} {ratio(r['ratio_to_torchsde_hinted']):>8} "
+            f"{ratio(r['ratio_to_discrete']):>10}  {how}"
+        )
+    return "\n".join(lines)
+
+
+def write_json(records: list[dict[str, Any]], path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(records, indent=2) + "\n")
