@@ -335,7 +335,7 @@ def check_adamw(hp: Hyperparameters, scale: float, paths: int, seed: int) -> Non
 
 def test_adamw_refined_sde_tracks_the_optimizer_and_paper_sde_is_low_by_beta1_squared():
     """AdamW on f = ½xᵀ diag(1, 2) x, σ = 1, η = 0.01, β = (0.9, 0.99), θ = 0.5: κ = 0.02."""
-    check_adamw(Hyperparameters(lr=0.01, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.5), 1.0, 4000, 60)
+    check_adamw(Hyperparameters(lr=0.01, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.5), 1.0, 6000, 60)
 
 
 @pytest.mark.slow
