@@ -68,11 +68,11 @@ def generator():
     return make
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True, scope="session")
 def single_thread():
-    """One intra-op thread while a test runs: the tests' tensors are small, where torch's
-    thread pool costs more than it gains, and on a busy machine its spin-waits double
-    the CPU time.  Restored afterwards, so other test modules are unaffected."""
+    """One intra-op thread for the whole suite, as the CLI's default ``--threads 1``: the
+    tests' tensors are small, where torch's thread pool costs more than it gains, and on a
+    busy machine its spin-waits made some simulations 5–30× slower."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

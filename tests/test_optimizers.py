@@ -23,8 +23,6 @@ from optsde.optimizers.sgd import SGD, SGD_SPEC
 from optsde.optimizers.signsgd import SIGNSGD_SPEC, SignSGD
 from optsde.problems import NoisyProblem, Quadratic
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 PATHS, DIM, STEPS = 3, 5, 60  # ≥ 50 steps so Adam's bias correction 1/(1 − β^k) changes a lot
 
 

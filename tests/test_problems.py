@@ -27,8 +27,6 @@ from optsde.problems import (
 
 N = 200_000  # samples per noise check: SEs of ~0.3% on a variance
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 
 def at_origin(paths: int, dim: int, dtype=torch.float64) -> torch.Tensor:
     return torch.zeros(paths, dim, dtype=dtype)

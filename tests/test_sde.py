@@ -33,8 +33,6 @@ from optsde.optimizers.sgd import SGD_SPEC
 from optsde.optimizers.signsgd import SIGNSGD_SPEC, PhaseThresholds, phase2_drift_bounds, student_t_sde
 from optsde.problems import NoisyProblem, Quadratic
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 
 def loss_only(state: State, oracle) -> torch.Tensor:
     return oracle.loss(state.x)

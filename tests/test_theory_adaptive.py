@@ -44,16 +44,6 @@ S = (1.0, 1.0, 2.0)
 LR = 0.01
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These simulations use tensors of a few thousand numbers, where a second intra-op thread
-    only adds synchronisation; on a busy 2-core machine it made a run 30× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _coordinate(i: int) -> Observable:
     def observe(state: State, oracle: GradientOracle) -> torch.Tensor:
         return state.x[:, i] ** 2

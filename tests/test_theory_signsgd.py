@@ -55,16 +55,6 @@ Z_TOL = 4.0
 """Standard errors allowed: one comparison fails by chance with probability 6e-5 at 4 SE."""
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tensors of a few thousand numbers: a second intra-op thread only adds synchronisation,
-    and on a busy 2-core machine it made torch.erf 25× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _problem(h, s, batch_size=1) -> NoisyProblem:
     h = torch.tensor(h, dtype=torch.float64)
     return NoisyProblem(Quadratic(h), GaussianNoise(len(h), scale=s, batch_size=batch_size))

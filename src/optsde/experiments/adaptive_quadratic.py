@@ -14,13 +14,10 @@ each well is compared.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
@@ -80,22 +77,6 @@ QUICK: dict[str, Any] = {
     "burn_in": 0.7,
     "record_points": 100,
 }
-
-
-@contextmanager
-def one_intra_op_thread() -> Iterator[None]:
-    """Run the block with one torch intra-op thread, then restore the setting.
-
-    Analytic experiments step tensors of a few thousand numbers, where a second thread only
-    adds synchronisation: on a busy 2-core machine it made ``asymptotic-loss --quick`` five
-    times slower (56 s against 11 s) for the same numbers.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _hyperparameters(ctx: Context) -> Hyperparameters:
@@ -248,11 +229,6 @@ def _say_fidelity(cmp: Comparison) -> tuple[list[str], dict[str, str]]:
 )
 def run(ctx: Context) -> None:
     """Fig. 3 of the paper: four comparisons, each with its fidelity summary and κ."""
-    with one_intra_op_thread():
-        _run(ctx)
-
-
-def _run(ctx: Context) -> None:
     result = ctx.result
     problems = _problems(ctx)
     hp = _hyperparameters(ctx)

@@ -26,7 +26,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from optsde.experiments.adaptive_quadratic import one_intra_op_thread
 from optsde.experiments.base import Comparison, Context, ExperimentError, experiment
 from optsde.fidelity import burn_in_mask
 from optsde.integrate import DiscreteRunner, Recording, record_steps, simulate
@@ -684,11 +683,6 @@ def _report_basins(ctx: Context, basins: dict[str, dict[str, Any]]) -> None:
 )
 def run(ctx: Context) -> None:
     """Fig. 5 of the paper, four panels; numbers with standard errors in ``summary.json``."""
-    with one_intra_op_thread():
-        _run(ctx)
-
-
-def _run(ctx: Context) -> None:
     _check(ctx)
     result = ctx.result
     result.say(

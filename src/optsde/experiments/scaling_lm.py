@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from optsde.experiments.base import Context, ExperimentError, experiment
+from optsde.experiments.scaling_quadratic import BASE, VARIANT_STYLE
 from optsde.optimizers import Hyperparameters, get_optimizer
 from optsde.problems.charlm import (
     Corpus,
@@ -36,16 +37,6 @@ from optsde.problems.charlm import (
     stdlib_corpus,
 )
 from optsde.scaling import SCALING_VARIANTS, variant_hyperparameters
-
-BASE = "base"
-
-VARIANT_STYLE: dict[str, dict[str, str]] = {
-    BASE: {"color": "black", "label": "base (batch B)"},
-    "paper": {"color": "tab:red", "label": "paper's rule"},
-    "malladi": {"color": "tab:blue", "label": "Malladi et al.'s β rule"},
-    "paper-fixed-theta": {"color": "tab:orange", "label": "paper's rule, θ not rescaled"},
-    "none": {"color": "tab:gray", "label": "no rescaling"},
-}
 
 
 @dataclass(frozen=True)
