@@ -24,6 +24,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
@@ -231,6 +232,7 @@ def panels_figure(
         for rec in recordings.values():
             if len(rec.steps):
                 plot_band(ax, rec, "loss")
+        limit_to_optimizer(ax, recordings)
         ax.set_title(titles[label], fontsize=9)
         ax.set_xlabel("t = k η", fontsize=8)
         ax.set_ylabel("f(x)", fontsize=8)
@@ -241,6 +243,23 @@ def panels_figure(
     fig.suptitle(heading, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def limit_to_optimizer(ax: Axes, recordings: Mapping[str, Recording]) -> None:
+    """Keep the optimizer's range in view: an SDE that blows up (the prior ones can) leaves
+    the panel instead of flattening every other curve; its numbers are in the table."""
+    optimizer = recordings.get("optimizer")
+    if optimizer is None or len(optimizer.steps) == 0:
+        return
+    values = optimizer.values["loss"]
+    top = float((values.mean(axis=1) + values.std(axis=1)).max())
+    bottom = float((values.mean(axis=1) - values.std(axis=1)).min())
+    for rec in recordings.values():
+        if len(rec.steps):
+            bottom = min(bottom, float(np.nanmin(rec.mean("loss"))))
+    span = max(top - bottom, 1e-12)
+    lower = bottom - 0.05 * span
+    ax.set_ylim(max(lower, 0.0) if bottom >= 0 else lower, top + 0.15 * span)
 
 
 def describe_problem(entry: Mapping[str, Any]) -> str:
