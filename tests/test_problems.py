@@ -325,3 +325,12 @@ def test_noisy_problem_gradient_is_unbiased_with_the_noise_variance(generator):
     for i in range(2):
         assert_agree(estimate(samples[:, i]), float(mean_grad[i]), what="mean gradient")
         assert_agree(estimate((samples[:, i] - mean_grad[i]) ** 2), float(variance[i]), what="noise variance")
+
+
+def test_expected_sign_without_noise_is_the_sign_of_the_gradient():
+    """A coordinate with s = 0 (a dead unit of a network) has E sign(∇f) = sign(∇f), not 0/0."""
+    mean = torch.tensor([[0.0, -2.0, 3.0]], dtype=torch.float64)
+    scale = torch.tensor([0.0, 0.0, 0.0], dtype=torch.float64)
+    for noise in (GaussianNoise(3, scale=scale), StudentTNoise(3, nu=3.0, scale=scale)):
+        signs = noise.expected_sign(mean, torch.zeros_like(mean))
+        assert torch.equal(signs, torch.sign(mean))

@@ -27,6 +27,15 @@ def standard_normal(like: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
 
 
+def gaussian_sign_mean(mean: Tensor, std: Tensor) -> Tensor:
+    """``E sign(mean + s ξ) = erf(mean / (√2 s))`` (SPEC §3, Cor 3.3).
+
+    Where ``s = 0`` there is no noise and the answer is ``sign(mean)`` (a dead unit of a
+    network has ``mean = s = 0``, where the formula would give 0/0).
+    """
+    return torch.where(std > 0, torch.erf(mean / (math.sqrt(2.0) * std)), torch.sign(mean))
+
+
 class NoiseError(OptsdeError):
     """A noise parameter is invalid; the message says how to fix it."""
 
@@ -94,7 +103,7 @@ class GaussianNoise:
 
     def expected_sign(self, mean: Tensor, x: Tensor) -> Tensor:
         """``E sign(mean + Z) = erf(mean / (√2 s))`` (SPEC §3, Cor 3.3)."""
-        return torch.erf(mean / (math.sqrt(2.0) * self.std(x)))
+        return gaussian_sign_mean(mean, self.std(x))
 
 
 @dataclass
@@ -137,7 +146,8 @@ class StudentTNoise:
 
     def expected_sign(self, mean: Tensor, x: Tensor) -> Tensor:
         """``E sign(mean + Z) = 2 F_ν(mean / s) − 1`` (SPEC §3, Student-t form)."""
-        return 2.0 * student_t_cdf(mean / self.std(x), self.nu) - 1.0
+        scale = self.std(x)
+        return torch.where(scale > 0, 2.0 * student_t_cdf(mean / scale, self.nu) - 1.0, torch.sign(mean))
 
 
 def student_t_cdf(y: Tensor, nu: float) -> Tensor:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from optsde.noise import standard_normal, student_t_cdf
+from optsde.noise import gaussian_sign_mean, standard_normal, student_t_cdf
 from optsde.optimizers.base import Hyperparameters, OptimizerSpec, State
 from optsde.problems.base import GradientOracle
 
@@ -40,8 +40,7 @@ def general_expected_sign(oracle: GradientOracle, x: Tensor) -> Tensor:
 
 def gaussian_expected_sign(oracle: GradientOracle, x: Tensor) -> Tensor:
     """``erf(∇f / (√2 s))`` with ``s² = diag Σ`` (Cor 3.3): Gaussian noise assumed."""
-    s = oracle.noise_variance(x).sqrt()
-    return torch.erf(oracle.grad(x) / (math.sqrt(2.0) * s))
+    return gaussian_sign_mean(oracle.grad(x), oracle.noise_variance(x).sqrt())
 
 
 def student_t_expected_sign(nu: float) -> ExpectedSign:

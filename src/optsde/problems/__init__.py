@@ -2,5 +2,15 @@
 
 from optsde.problems.analytic import EmbeddedSaddle, NoisyProblem, ProblemError, Quadratic, UserFunction
 from optsde.problems.base import GradientOracle
+from optsde.problems.network import NetworkProblem, network_problem
 
-__all__ = ["EmbeddedSaddle", "GradientOracle", "NoisyProblem", "ProblemError", "Quadratic", "UserFunction"]
+__all__ = [
+    "EmbeddedSaddle",
+    "GradientOracle",
+    "NetworkProblem",
+    "NoisyProblem",
+    "ProblemError",
+    "Quadratic",
+    "UserFunction",
+    "network_problem",
+]
