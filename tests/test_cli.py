@@ -184,3 +184,42 @@ def test_interrupted_simulation_resumes_with_identical_numbers(tmp_path: Path) -
     )
     np.testing.assert_array_equal(resumed.steps, reference.steps)
     np.testing.assert_array_equal(resumed.values["loss"], reference.values["loss"])
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the middle of an experiment keeps what was recorded; ``--resume`` with the same
+    flags then gives exactly the series of a run that was never interrupted."""
+    flags = ["run", "heavy-tails", "--quick", "--paths", "16", "--set", "nus=2,10", "--no-progress"]
+    run_cli([*flags, "--out", str(tmp_path / "whole")], capsys)
+
+    original_advance = DiscreteRunner.advance
+    calls = {"n": 0}
+
+    def interrupting_advance(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1500:  # inside a later method, well after some were finished
+            raise KeyboardInterrupt
+        return original_advance(self, *args, **kwargs)
+
+    monkeypatch.setattr(DiscreteRunner, "advance", interrupting_advance)
+    code, _, err = run_cli([*flags, "--out", str(tmp_path / "cut")], capsys)
+    assert code == 130 and "--resume" in err
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["status"] == "interrupted"
+    assert any((tmp_path / "cut.checkpoint").glob("*.pt"))
+
+    monkeypatch.setattr(DiscreteRunner, "advance", original_advance)
+    code, _, _ = run_cli([*flags, "--out", str(tmp_path / "cut"), "--resume"], capsys)
+    assert code == 0
+    assert (tmp_path / "cut" / "series.csv").read_text() == (tmp_path / "whole" / "series.csv").read_text()
+    assert not (tmp_path / "cut.checkpoint").exists()
+
+
+def test_resume_refuses_other_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r"
+    (tmp_path / "r.checkpoint").mkdir()
+    (tmp_path / "r.checkpoint" / "config.json").write_text("{}")
+    code, _, err = run_cli(["run", "heavy-tails", "--quick", "--resume", "--out", str(out)], capsys)
+    assert code == 2 and "other settings" in err
+    assert not out.exists()
