@@ -118,6 +118,11 @@ def check_network_params(params: Mapping[str, Any]) -> None:
         raise ExperimentError(
             "--set dataset=breast-cancer is a table; the image models need digits, mnist or cifar10"
         )
+    if params["dataset"] in ("mnist", "cifar10") and all(a == "mlp" for a in models):
+        raise ExperimentError(
+            f"--set dataset={params['dataset']} is for the image models, and only the MLP "
+            "(on breast-cancer) would run; add e.g. --set models=cnn,transformer"
+        )
     checks = [
         (params["noise"] in NOISE_MODES, f"noise: choose {' or '.join(NOISE_MODES)}"),
         (params["variance"] in VARIANCE_MODES, f"variance: choose {' or '.join(VARIANCE_MODES)}"),
