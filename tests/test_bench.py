@@ -103,12 +103,10 @@ def test_cli_writes_json_and_refuses_bad_input(tmp_path, capsys):
     assert {(r["method"], r["paths"]) for r in records} >= {("torchsde", 4), ("optsde-sde", 6)}
     assert "optsde-sde ran the eager path" in capsys.readouterr().out
 
-    for bad in (["--nn"], ["--paths", "10,x"], ["--paths", "0"], ["--json", str(tmp_path)]):
+    for bad in (["--paths", "10,x"], ["--paths", "0"], ["--json", str(tmp_path)]):
         assert main(["bench", *bad]) == 2
         err = capsys.readouterr().err.strip()
         assert err and "\n" not in err and "Traceback" not in err
-    assert main(["bench", "--nn"]) == 2
-    assert "not yet available" in capsys.readouterr().err
 
 
 def test_settings_refuse_impossible_values():

@@ -1,7 +1,9 @@
 """``optsde bench``: Euler–Maruyama throughput against torchsde and the discrete optimizer.
 
-``--nn`` is reserved for the per-network benchmark (SDE step against optimizer step),
-which will be a second section of this command.
+``--nn`` is the per-network benchmark instead (:mod:`optsde.bench_nn`): one SDE step on an
+estimation set of ``n`` examples against one optimizer step on a minibatch of ``n``, per
+model and SDE, with the per-example and the projection variance paths, and peak memory.
+Flags of one benchmark are refused with the other.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import sys
 from pathlib import Path
 
 from optsde.bench import BenchSettings, format_table, run_benchmark, write_json
+from optsde.bench_nn import NNBenchSettings, format_nn_table, run_nn_benchmark
 from optsde.cli.common import int_list, positive_int, resolve_device, resolve_dtype
 from optsde.errors import OptsdeError
 
@@ -21,12 +24,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Euler–Maruyama throughput of the AdamW SDE against torchsde and the discrete optimizer",
     )
     p.add_argument(
-        "--paths", type=int_list, default=[100, 1000, 10_000], help="path counts, e.g. 100,1000,10000"
+        "--paths",
+        type=int_list,
+        default=None,
+        help="path counts, e.g. 100,1000,10000 (the default); with --nn one count (default 16)",
     )
-    p.add_argument("--steps", type=positive_int, default=100, help="EM steps per timed run (default 100)")
-    p.add_argument("--dim", type=positive_int, default=10, help="dimension d of the quadratic (default 10)")
+    p.add_argument("--steps", type=positive_int, default=None, help="EM steps per timed run (default 100)")
+    p.add_argument("--dim", type=positive_int, default=None, help="dimension d of the quadratic (default 10)")
     p.add_argument(
-        "--repeats", type=positive_int, default=3, help="timed runs per method; best and median kept"
+        "--repeats",
+        type=positive_int,
+        default=None,
+        help="timed runs per method; best and median kept (default 3; with --nn timed steps, default 5)",
     )
     p.add_argument(
         "--block", type=positive_int, default=None, help="EM steps per compiled call (default 10 CPU, 20 GPU)"
@@ -41,26 +50,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-compile", action="store_true", help="time the eager integrator only (no torch.compile)"
     )
-    p.add_argument("--nn", action="store_true", help="per-network benchmark (not yet available)")
+    p.add_argument(
+        "--nn", action="store_true", help="per-network benchmark: one SDE step against one optimizer step"
+    )
+    p.add_argument(
+        "--models",
+        default=None,
+        help="with --nn: comma-separated models among mlp,cnn,transformer,resnet (default all four)",
+    )
+    p.add_argument(
+        "--n",
+        type=positive_int,
+        default=None,
+        help="with --nn: examples in the estimation set and in the minibatch (default 256)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     p.set_defaults(handler=bench)
 
 
+NN_ONLY = ("models", "n")
+EM_ONLY = ("steps", "dim", "block")
+
+
 def bench(args: argparse.Namespace) -> int:
-    if args.nn:
-        raise OptsdeError(
-            "optsde bench --nn: the network benchmark is not yet available; "
-            "`optsde bench` without --nn measures the Euler–Maruyama integrator"
-        )
     if args.json is not None and args.json.is_dir():
         raise OptsdeError(f"--json {args.json}: that is a directory; give a file name such as bench.json")
+    if args.nn:
+        return bench_nn(args)
+    given = [name for name in NN_ONLY if getattr(args, name) is not None]
+    if given:
+        raise OptsdeError(f"--{given[0]} belongs to the network benchmark; add --nn")
     settings = BenchSettings(
-        paths=tuple(args.paths),
-        steps=args.steps,
-        dim=args.dim,
+        paths=tuple(args.paths or (100, 1000, 10_000)),
+        steps=args.steps or 100,
+        dim=args.dim or 10,
         device=resolve_device(args.device).type,
         dtype=resolve_dtype(args.dtype),
-        repeats=args.repeats,
+        repeats=args.repeats or 3,
         block=args.block,
         compile=not args.no_compile,
         seed=args.seed,
@@ -78,6 +104,35 @@ def bench(args: argparse.Namespace) -> int:
     else:
         reason = fast.get("fallback_reason") or "--no-compile"
         print(f"optsde-sde ran the eager path ({reason})")
+    if args.json is not None:
+        write_json(records, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def bench_nn(args: argparse.Namespace) -> int:
+    """``optsde bench --nn``: the table, the issue-3 verdict lines, and the JSON records."""
+    given = [name for name in EM_ONLY if getattr(args, name) is not None]
+    if args.no_compile:
+        given.append("no-compile")
+    if given:
+        raise OptsdeError(f"--{given[0]} belongs to the Euler–Maruyama benchmark; drop it or drop --nn")
+    if args.paths is not None and len(args.paths) != 1:
+        raise OptsdeError(f"--paths with --nn takes one path count, e.g. --paths 16; got {args.paths}")
+    models = None if args.models is None else tuple(m.strip() for m in args.models.split(",") if m.strip())
+    settings = NNBenchSettings(
+        **({"models": models} if models is not None else {}),
+        n=args.n or 256,
+        paths=args.paths[0] if args.paths else 16,
+        repeats=args.repeats or 5,
+        device=resolve_device(args.device).type,
+        dtype=resolve_dtype(args.dtype),
+        seed=args.seed,
+        threads=args.threads,
+    )
+    progress = None if args.no_progress else (lambda line: print(line, file=sys.stderr, flush=True))
+    records = run_nn_benchmark(settings, report=progress)
+    print(format_nn_table(records))
     if args.json is not None:
         write_json(records, args.json)
         print(f"wrote {args.json}")
