@@ -186,3 +186,36 @@ class SDEModel(Protocol):
     ) -> State:
         """From time ``t`` to ``t + dt``; ``lr_factor`` is the schedule ``φ(t/η)``."""
         ...
+
+
+class PositionSDE:
+    """An :class:`SDEModel` whose state is ``x`` alone (SGD's and SignSGD's SDEs, phase models).
+
+    A subclass gives :meth:`descent`, the Euler–Maruyama decrement ``drift·dt + diffusion·ΔW``
+    over ``dt``; the schedule ``φ`` scales all of it, as it scales the optimizer's step.
+    """
+
+    def init_state(self, x0: Tensor) -> State:
+        return State(x=x0.clone())
+
+    def descent(
+        self,
+        x: Tensor,
+        dt: float,
+        oracle: GradientOracle,
+        hp: Hyperparameters,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        raise NotImplementedError
+
+    def em_step(
+        self,
+        state: State,
+        t: float,
+        dt: float,
+        oracle: GradientOracle,
+        hp: Hyperparameters,
+        lr_factor: float,
+        generator: torch.Generator | None,
+    ) -> State:
+        return State(x=state.x - lr_factor * self.descent(state.x, dt, oracle, hp, generator))

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from optsde.optimizers.base import Hyperparameters, OptimizerSpec, State
+from optsde.optimizers.base import Hyperparameters, OptimizerSpec, PositionSDE, State
 from optsde.problems.base import GradientOracle
 
 
@@ -22,27 +22,20 @@ class SGD:
         return State(x=state.x - lr * gradient, step=state.step + 1)
 
 
-class SGDSDE:
+class SGDSDE(PositionSDE):
     """``dX = −∇f(X) dt + √η Σ(X)^{1/2} dW`` (Li et al.); a schedule φ scales both terms."""
 
     name = "sde-paper"
 
-    def init_state(self, x0: Tensor) -> State:
-        return State(x=x0.clone())
-
-    def em_step(
+    def descent(
         self,
-        state: State,
-        t: float,
+        x: Tensor,
         dt: float,
         oracle: GradientOracle,
         hp: Hyperparameters,
-        lr_factor: float,
         generator: torch.Generator | None,
-    ) -> State:
-        x = state.x
-        diffusion = math.sqrt(hp.lr * dt) * oracle.gaussian_noise(x, generator)
-        return State(x=x - lr_factor * (oracle.grad(x) * dt + diffusion))
+    ) -> Tensor:
+        return oracle.grad(x) * dt + math.sqrt(hp.lr * dt) * oracle.gaussian_noise(x, generator)
 
 
 def linear_rule(hp: Hyperparameters, delta: float) -> Hyperparameters:

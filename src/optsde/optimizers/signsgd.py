@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from optsde.noise import gaussian_sign_mean, standard_normal, student_t_cdf
-from optsde.optimizers.base import Hyperparameters, OptimizerSpec, State
+from optsde.optimizers.base import Hyperparameters, OptimizerSpec, PositionSDE, State
 from optsde.problems.base import GradientOracle
 
 ExpectedSign = Callable[[GradientOracle, Tensor], Tensor]
@@ -53,7 +53,7 @@ def student_t_expected_sign(nu: float) -> ExpectedSign:
 
 
 @dataclass(frozen=True)
-class SignSGDSDE:
+class SignSGDSDE(PositionSDE):
     """``dX = −E sign(∇f_γ) dt + √η sqrt(I − diag(E sign ∇f_γ)²) dW``.
 
     The diffusion is ``Cov(sign ∇f_γ)^{1/2}`` for independent coordinates (SPEC §3).
@@ -62,48 +62,36 @@ class SignSGDSDE:
     name: str
     expected_sign: ExpectedSign
 
-    def init_state(self, x0: Tensor) -> State:
-        return State(x=x0.clone())
-
-    def em_step(
+    def descent(
         self,
-        state: State,
-        t: float,
+        x: Tensor,
         dt: float,
         oracle: GradientOracle,
         hp: Hyperparameters,
-        lr_factor: float,
         generator: torch.Generator | None,
-    ) -> State:
-        x = state.x
+    ) -> Tensor:
         mean_sign = self.expected_sign(oracle, x)
         sign_std = (1.0 - mean_sign**2).clamp_min(0.0).sqrt()
-        diffusion = math.sqrt(hp.lr * dt) * sign_std * standard_normal(x, generator)
-        return State(x=x - lr_factor * (mean_sign * dt + diffusion))
+        return mean_sign * dt + math.sqrt(hp.lr * dt) * sign_std * standard_normal(x, generator)
 
 
-class SignGDODE:
+class SignGDODE(PositionSDE):
     """Phase 1 (Lemma 3.4, ``|∇f/s| > 3/2``): ``dX = −sign(∇f(X)) dt``."""
 
     name = "ode-phase1"
 
-    def init_state(self, x0: Tensor) -> State:
-        return State(x=x0.clone())
-
-    def em_step(
+    def descent(
         self,
-        state: State,
-        t: float,
+        x: Tensor,
         dt: float,
         oracle: GradientOracle,
         hp: Hyperparameters,
-        lr_factor: float,
         generator: torch.Generator | None,
-    ) -> State:
-        return State(x=state.x - lr_factor * torch.sign(oracle.grad(state.x)) * dt)
+    ) -> Tensor:
+        return torch.sign(oracle.grad(x)) * dt
 
 
-class LinearisedSignSDE:
+class LinearisedSignSDE(PositionSDE):
     """Phase 3 (Lemma 3.4, ``|∇f/s| < 1``), the poster's simplified SDE.
 
     ``dX = −√(2/π) ∇f/s dt + √η sqrt(I − (2/π) diag(∇f/s)²) dW``.
@@ -111,27 +99,20 @@ class LinearisedSignSDE:
 
     name = "sde-phase3"
 
-    def init_state(self, x0: Tensor) -> State:
-        return State(x=x0.clone())
-
-    def em_step(
+    def descent(
         self,
-        state: State,
-        t: float,
+        x: Tensor,
         dt: float,
         oracle: GradientOracle,
         hp: Hyperparameters,
-        lr_factor: float,
         generator: torch.Generator | None,
-    ) -> State:
-        x = state.x
+    ) -> Tensor:
         y = oracle.grad(x) / oracle.noise_scale(x)
         drift = math.sqrt(2.0 / math.pi) * y
         # Outside phase 3 the variance term turns negative: the model no longer applies,
         # and we clamp instead of producing NaNs.
         sign_std = (1.0 - (2.0 / math.pi) * y**2).clamp_min(0.0).sqrt()
-        diffusion = math.sqrt(hp.lr * dt) * sign_std * standard_normal(x, generator)
-        return State(x=x - lr_factor * (drift * dt + diffusion))
+        return drift * dt + math.sqrt(hp.lr * dt) * sign_std * standard_normal(x, generator)
 
 
 @dataclass(frozen=True)
