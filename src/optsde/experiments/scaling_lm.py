@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from scipy import stats
+from tqdm.auto import tqdm
 
 from optsde.experiments.base import Context, ExperimentError, experiment
 from optsde.experiments.scaling_quadratic import BASE, VARIANT_STYLE
@@ -300,8 +301,10 @@ def run(ctx: Context) -> None:
     parameters = sum(q.numel() for q in shape.build(0, torch.device("cpu")).parameters())
 
     groups: dict[tuple[str, float], list[TrainingRun]] = {key: [] for key in configs}
-    for seed in range(p["seeds"]):
-        train_seed(ctx, seed, configs, groups, scaled, shape, corpus, eval_windows)
+    total_runs = p["seeds"] * len(configs)
+    with tqdm(total=total_runs, desc="LM training runs", disable=not ctx.progress, leave=False) as bar:
+        for seed in range(p["seeds"]):
+            train_seed(ctx, seed, configs, groups, scaled, shape, corpus, eval_windows, bar)
     report(ctx, groups, deltas, corpus, parameters)
 
 
@@ -314,6 +317,7 @@ def train_seed(
     shape: ModelShape,
     corpus: Corpus,
     eval_windows: torch.Tensor,
+    bar: tqdm,
 ) -> None:
     """Every configuration from seed ``seed``'s initial weights; appends to ``groups``."""
     p = ctx.params
@@ -332,6 +336,7 @@ def train_seed(
             ctx.generator("lm-data", variant, f"{delta:g}", seed),
         )
         groups[(variant, delta)].append(run_)
+        bar.update(1)
 
 
 def report(
