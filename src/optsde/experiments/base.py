@@ -202,11 +202,13 @@ def compare(
     label: str = "",
     burn_in: float = 0.5,
     with_optimizer: bool = True,
+    kappa: float | None = None,
 ) -> Comparison:
     """Run the discrete optimizer and each SDE model in ``models`` (keys of ``spec.sdes``).
 
     Each method has its own random stream, so a method's numbers do not depend
     on which others run beside it.  A diverged method stops; the rest finish.
+    ``kappa`` (SPEC §3) is asked of the oracle unless the caller already has it.
     """
     spec.check(hp)
     runners: list[Runner] = [DiscreteRunner(spec.discrete)] if with_optimizer else []
@@ -233,6 +235,7 @@ def compare(
             checkpoint=ctx.checkpoint(label, runner.name),
         )
     fidelity = fidelity_summary(recordings, burn_in=burn_in) if with_optimizer else {}
-    kappa_fn = getattr(oracle, "kappa", None)
-    kappa = kappa_fn(hp.lr) if callable(kappa_fn) else None
+    if kappa is None:
+        kappa_fn = getattr(oracle, "kappa", None)
+        kappa = kappa_fn(hp.lr) if callable(kappa_fn) else None
     return Comparison(recordings, fidelity, kappa)

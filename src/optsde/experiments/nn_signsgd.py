@@ -195,6 +195,7 @@ def run_panel(
     x0 = problem.x0(ctx.seed, dtype=ctx.dtype).to(ctx.device)
     steps = params["steps"]
     started = time.perf_counter()
+    kappa_profile = problem.kappa_profile(hp.lr, x0)
     comparison = compare(
         ctx,
         spec,
@@ -209,6 +210,7 @@ def run_panel(
         observables={"loss": loss_observable},
         label=label,
         burn_in=params["burn_in"],
+        kappa=kappa_profile["max"],
     )
     entry: dict[str, Any] = {
         "model": arch,
@@ -218,7 +220,7 @@ def run_panel(
         "steps": steps,
         "wall_time_s": round(time.perf_counter() - started, 2),
         **comparison.summary(),
-        "kappa_profile": problem.kappa_profile(hp.lr, x0),
+        "kappa_profile": kappa_profile,
     }
     for rec in comparison.recordings.values():
         ctx.result.add_recording(label, rec, ("loss",))
