@@ -1,26 +1,26 @@
-"""Euler–Maruyama throughput: the project's integrator against torchsde and the discrete optimizer.
+"""Euler–Maruyama throughput: the project's engine against torchsde and the discrete optimizer.
 
-The workload is the paper's AdamW SDE (SPEC §3, ``ADAM_SDES["paper"]``) on a diagonal
+The workload is the paper's AdamW SDE (docs/theory.md §3, ``ADAM_SDES["paper"]``) on a diagonal
 quadratic with Gaussian gradient noise, ``P`` paths of dimension ``d``, ``dt = η``.
-Five ways to advance it, timed in the same run, interleaved, from the same start:
+Ways to advance it, timed in the same run, interleaved, from the same start:
 
-- ``optsde-sde``: the project's fast path, :class:`~optsde.fused.FusedSDERunner` — a
-  block of EM steps, noise included, in one compiled call (or its eager fallback;
-  the record's ``path`` says which ran);
-- ``optsde-sde-eager``: :class:`~optsde.integrate.SDERunner`, one eager step at a time;
-- ``optsde-discrete``: the AdamW optimizer itself (:class:`~optsde.integrate.DiscreteRunner`);
+- ``optsde-simulate``: :func:`optsde.sde.simulate` itself, recording loss, x and x² at
+  ``records`` stratified steps as the experiments do — what a user's run costs;
+- ``optsde-sde``: the raw compiled block (:class:`optsde.sde.compiled.Engine` advancing the
+  whole run with no record points), the ceiling ``simulate`` is measured against;
+- ``optsde-sde-eager``: the same engine with compilation off, one eager step at a time;
+- ``optsde-discrete``: the AdamW optimizer itself through the same engine, compiled, so that
+  optimizer and SDE are compared on equal terms;
 - ``torchsde``: ``torchsde.sdeint(method="euler")`` on the same SDE, written below from
-  SPEC §3 as a torchsde SDE over the flattened state ``(X, M, V)`` with diagonal noise;
+  docs/theory.md §3 as a torchsde SDE over the flattened state ``(X, M, V)`` with diagonal noise;
 - ``torchsde-hinted``: the same with a Brownian motion told the step size, torchsde's
   fastest set-up for fixed steps (the ratio to it is reported beside the plain one).
 
 Throughput is path-steps per second (one path advanced by one step) and
-element-steps per second (one coordinate of one path advanced by one step, i.e.
-path-steps × d; the state holds three numbers per element: X, M, V).  Each method
-is warmed up (compilation happens there and is reported separately), then timed
-``repeats`` times; the record keeps the best and the median.  On a GPU every timing
-waits for the device.  The runners are timed without recording observables: what
-``simulate`` records is the user's choice and costs the same for every method.
+element-steps per second (path-steps × d; the state holds three numbers per element:
+X, M, V).  Each method is warmed up (compilation happens there and is reported
+separately), then timed ``repeats`` times; the record keeps the best and the median.
+On a GPU every timing waits for the device.
 """
 
 from __future__ import annotations
@@ -39,14 +39,20 @@ import torch
 from torch import Tensor
 
 from optsde.errors import OptsdeError
-from optsde.fused import FusedSDERunner
-from optsde.integrate import DiscreteRunner, SDERunner
+from optsde.sde import DiscreteRunner, Engine, SDERunner, record_steps, simulate
 from optsde.noise import GaussianNoise
 from optsde.optimizers.adam import ADAM_SDES, AdamW
-from optsde.optimizers.base import Hyperparameters, State, constant_schedule
+from optsde.optimizers.base import Hyperparameters
 from optsde.problems.analytic import NoisyProblem, Quadratic
 
-METHODS = ("optsde-sde", "optsde-sde-eager", "optsde-discrete", "torchsde", "torchsde-hinted")
+METHODS = (
+    "optsde-simulate",
+    "optsde-sde",
+    "optsde-sde-eager",
+    "optsde-discrete",
+    "torchsde",
+    "torchsde-hinted",
+)
 
 BENCH_HYPERPARAMETERS = Hyperparameters(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1)
 """AdamW as torch.optim's defaults, with η = 0.01 and decoupled decay θ = 0.1."""
@@ -62,14 +68,16 @@ class BenchError(OptsdeError):
 @dataclass(frozen=True)
 class BenchSettings:
     """What to measure.  ``block`` is the number of EM steps per compiled call (default:
-    10 on the CPU, 20 on a GPU, where a longer block saves more memory traffic)."""
+    16 on the CPU, 20 on a GPU, where a longer block saves more memory traffic)."""
 
     paths: tuple[int, ...] = (100, 1000, 10_000)
-    steps: int = 100
+    steps: int = 200
     dim: int = 10
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
     repeats: int = 3
+    records: int = 10
+    """Record points of the ``optsde-simulate`` run (stratified, as the experiments record)."""
     block: int | None = None
     compile: bool = True
     seed: int = 0
@@ -79,7 +87,7 @@ class BenchSettings:
     def __post_init__(self) -> None:
         if not self.paths or any(p < 1 for p in self.paths):
             raise BenchError(f"path counts must be positive integers, got {list(self.paths)}")
-        for name in ("steps", "dim", "repeats"):
+        for name in ("steps", "dim", "repeats", "records"):
             if getattr(self, name) < 1:
                 raise BenchError(f"{name} must be a positive integer, got {getattr(self, name)}")
         for name in ("block", "threads"):
@@ -95,7 +103,7 @@ class BenchSettings:
 
     @property
     def em_block(self) -> int:
-        return self.block if self.block is not None else (10 if self.device == "cpu" else 20)
+        return self.block if self.block is not None else (16 if self.device == "cpu" else 20)
 
 
 def bench_problem(dim: int) -> tuple[NoisyProblem, Tensor, Tensor]:
@@ -234,59 +242,78 @@ Run = Callable[[Tensor, int], Tensor]
 """``(x0, steps)`` ↦ ``X`` after ``steps`` EM (or optimizer) steps from ``(x0, 0, 0)``."""
 
 
-def _contenders(settings: BenchSettings, oracle: NoisyProblem, fused: FusedSDERunner) -> dict[str, Run]:
-    """Every method as a :data:`Run` over the same problem, hyperparameters and seed."""
+def _contenders(settings: BenchSettings, oracle: NoisyProblem) -> tuple[dict[str, Run], dict[str, Engine]]:
+    """Every method as a :data:`Run` over the same problem, hyperparameters and seed, and the
+    engines whose compile times and paths the records report."""
     device = torch.device(settings.device)
     hp = BENCH_HYPERPARAMETERS
-    sde_eager = SDERunner(ADAM_SDES["paper"])
-    discrete = DiscreteRunner(AdamW())
+    compile_mode = "on" if settings.compile else "off"
+    sde = SDERunner(ADAM_SDES["paper"])
     _, hessian, scale = bench_problem(settings.dim)
     as_state = {"device": device, "dtype": settings.dtype}
     twin = TorchsdeAdamW(hessian.to(**as_state), scale.to(**as_state), hp, dt=hp.lr)
-    # Eager runners draw on the device; the fused in-kernel noise only needs a seed, which a
-    # CPU generator gives without waiting for the device.
     generator = torch.Generator(device=device).manual_seed(settings.seed)
-    seed_source = torch.Generator().manual_seed(settings.seed + 1)
-    fused_generator = generator if fused.noise_mode(device) == "presampled" else seed_source
+    engines = {
+        "optsde-sde": Engine(sde, oracle, hp, generator=generator, compile=compile_mode, block=settings.em_block),
+        "optsde-sde-eager": Engine(sde, oracle, hp, generator=generator, compile="off"),
+        "optsde-discrete": Engine(
+            DiscreteRunner(AdamW()), oracle, hp, generator=generator, compile=compile_mode, block=settings.em_block
+        ),
+    }
+    records = record_steps(settings.steps, settings.records)
 
-    def stepwise(runner: SDERunner | DiscreteRunner, x0: Tensor, steps: int) -> Tensor:
-        state: State = runner.init_state(x0)
-        for k in range(1, steps + 1):
-            state = runner.advance(state, k, oracle, hp, constant_schedule, generator)
-        return state.x
+    def engine_run(method: str) -> Run:
+        engine = engines[method]
 
-    def fused_run(x0: Tensor, steps: int) -> Tensor:
-        return fused.advance_block(fused.init_state(x0), 1, steps, oracle, hp, generator=fused_generator).x
+        def run(x0: Tensor, steps: int) -> Tensor:
+            state = engine.runner.init_state(x0)
+            engine.prepare(state, steps)
+            return engine.advance(state, 1, steps)[0].x
+
+        return run
+
+    def simulate_run(x0: Tensor, steps: int) -> Tensor:
+        recording = simulate(
+            sde,
+            oracle,
+            hp,
+            x0,
+            paths=x0.shape[0],
+            steps=steps,
+            record_at=records if steps == settings.steps else None,
+            generator=generator,
+            compile=compile_mode,
+            block=settings.em_block,
+        )
+        engines["optsde-simulate"] = recording.engine  # type: ignore[assignment]
+        return torch.as_tensor(recording.snapshots[-1])
 
     runs: dict[str, Run] = {
-        "optsde-sde": fused_run,
-        "optsde-sde-eager": lambda x0, n: stepwise(sde_eager, x0, n),
-        "optsde-discrete": lambda x0, n: stepwise(discrete, x0, n),
+        "optsde-simulate": simulate_run,
+        **{method: engine_run(method) for method in engines},
         "torchsde": lambda x0, n: torchsde_run(twin, x0, n)[1][-1],
         "torchsde-hinted": lambda x0, n: torchsde_run(twin, x0, n, hint_dt=True)[1][-1],
     }
     if not settings.compile:
         del runs["optsde-sde-eager"]  # optsde-sde is this same eager integrator then
-    return runs
+    return runs, engines
 
 
 def _measure(settings: BenchSettings, say: Callable[[str], None]) -> list[dict[str, Any]]:
     device = torch.device(settings.device)
     oracle, _, _ = bench_problem(settings.dim)
     block = settings.em_block
-    fused = FusedSDERunner(ADAM_SDES["paper"], block=block, compile=settings.compile)
-    runs = _contenders(settings, oracle, fused)
-    # The warm-up compiles both block lengths a timed run uses (full blocks, the remainder).
-    warmup = min(settings.steps, block + settings.steps % block)
+    runs, engines = _contenders(settings, oracle)
+    # The warm-up compiles every block length a timed run uses.
     records: list[dict[str, Any]] = []
     with torch.no_grad():
         for paths in settings.paths:
             x0 = torch.ones(paths, settings.dim, dtype=settings.dtype, device=device)
+            compile_seconds: dict[str, float] = {}
             for method, run in runs.items():
-                compiled_before = fused.compile_seconds
-                _timed(device, run, x0, warmup)
-                if method == "optsde-sde" and fused.compile_seconds > compiled_before:
-                    say(f"compiled the fused EM block in {fused.compile_seconds - compiled_before:.1f} s")
+                started = time.perf_counter()
+                _timed(device, run, x0, settings.steps)
+                compile_seconds[method] = time.perf_counter() - started
             seconds: dict[str, list[float]] = {method: [] for method in runs}
             last: dict[str, Tensor] = {}
             load = _load_average()
@@ -301,14 +328,18 @@ def _measure(settings: BenchSettings, say: Callable[[str], None]) -> list[dict[s
                 # Same SDE, same start: the ends must agree up to Monte Carlo noise (the
                 # discrete optimizer up to the SDE's approximation error as well).
                 record["mean_loss_end"] = float(oracle.loss(last[method].double()).mean())
-                if method == "optsde-sde":
+                engine = engines.get(method)
+                if engine is not None:
+                    report = engine if isinstance(engine, dict) else engine.report.to_dict()
                     record.update(
-                        path=fused.path,
-                        noise=fused.noise_mode(device) if fused.path == "compiled" else "per-step randn",
+                        path=report["path"],
+                        noise=report["noise"],
                         block=block,
-                        compile_seconds=round(fused.compile_seconds, 3),
-                        fallback_reason=fused.fallback_reason,
+                        warmup_seconds=round(compile_seconds[method], 3),
+                        fallback_reason=report["fallback_reason"],
                     )
+                    if method == "optsde-simulate":
+                        record["records"] = settings.records
                 records.append(record)
                 say(
                     f"paths={paths:>9,}  {method:<17} {record['path_steps_per_s'] / 1e6:10.3f} M path-steps/s"
@@ -329,8 +360,6 @@ def _record(
     work = paths * settings.steps
     best, median = min(seconds), statistics.median(seconds)
     descriptions = {
-        "optsde-sde-eager": ("eager", "per-step randn"),
-        "optsde-discrete": ("eager", "per-step randn"),
         "torchsde": ("sdeint euler", "BrownianInterval"),
         "torchsde-hinted": ("sdeint euler", "BrownianInterval(dt)"),
     }
@@ -363,6 +392,8 @@ def _add_ratios(records: list[dict[str, Any]]) -> None:
             ("ratio_to_torchsde", "torchsde"),
             ("ratio_to_torchsde_hinted", "torchsde-hinted"),
             ("ratio_to_discrete", "optsde-discrete"),
+            ("ratio_to_block", "optsde-sde"),
+            ("ratio_to_eager", "optsde-sde-eager"),
         ):
             base = reference.get((method, record["paths"]))
             record[key] = record["path_steps_per_s"] / base if base else None

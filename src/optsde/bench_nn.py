@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from optsde.bench import BenchError
-from optsde.integrate import DiscreteRunner, Runner, SDERunner
+from optsde.sde import DiscreteRunner, Runner, SDERunner
 from optsde.optimizers import Hyperparameters, State, constant_schedule, get_optimizer
 from optsde.problems.datasets import load_dataset
 from optsde.problems.models import ARCHITECTURES, build_model

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from optsde.integrate import Recording
+from optsde.sde import Recording
 
 
 def _common_steps(a: Recording, b: Recording) -> np.ndarray:

@@ -17,14 +17,15 @@ import torch
 from torch import Tensor
 
 from optsde.errors import OptsdeError
+from optsde.randomness import RandomSource, as_source
 
 ScaleFn = Callable[[Tensor], Tensor]
 """``x`` of shape ``(P, d)`` ↦ per-coordinate noise scale ``(P, d)``."""
 
 
-def standard_normal(like: Tensor, generator: torch.Generator | None) -> Tensor:
+def standard_normal(like: Tensor, random: RandomSource | torch.Generator | None) -> Tensor:
     """``ξ ~ N(0, I)`` shaped, typed and placed like ``like``."""
-    return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+    return as_source(random).normal(tuple(like.shape), like)
 
 
 def gaussian_sign_mean(mean: Tensor, std: Tensor) -> Tensor:
@@ -91,15 +92,15 @@ class GaussianNoise:
     def variance(self, x: Tensor) -> Tensor:
         return self.std(x) ** 2
 
-    def gaussian(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        xi = standard_normal(x, generator)
+    def gaussian(self, x: Tensor, random: RandomSource | torch.Generator | None) -> Tensor:
+        xi = standard_normal(x, random)
         if self._cholesky is not None:
             chol = self._cholesky.to(dtype=x.dtype, device=x.device)
             return xi @ chol.T / math.sqrt(self.batch_size)
         return self.std(x) * xi
 
-    def sample(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        return self.gaussian(x, generator)
+    def sample(self, x: Tensor, random: RandomSource | torch.Generator | None) -> Tensor:
+        return self.gaussian(x, random)
 
     def expected_sign(self, mean: Tensor, x: Tensor) -> Tensor:
         """``E sign(mean + Z) = erf(mean / (√2 s))`` (SPEC §3, Cor 3.3)."""
@@ -134,14 +135,15 @@ class StudentTNoise:
         factor = self.nu / (self.nu - 2.0) if self.nu > 2 else math.inf
         return self.std(x) ** 2 * factor
 
-    def gaussian(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        return self.variance(x).sqrt() * standard_normal(x, generator)
+    def gaussian(self, x: Tensor, random: RandomSource | torch.Generator | None) -> Tensor:
+        return self.variance(x).sqrt() * standard_normal(x, random)
 
-    def sample(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        # T = ξ / sqrt(χ²_ν/ν); χ²_ν = 2·Gamma(ν/2), drawn with the same generator
+    def sample(self, x: Tensor, random: RandomSource | torch.Generator | None) -> Tensor:
+        # T = ξ / sqrt(χ²_ν/ν); χ²_ν = 2·Gamma(ν/2), drawn from the same source
         # so that a seed fixes the whole run.
-        xi = standard_normal(x, generator)
-        gamma = torch._standard_gamma(torch.full_like(x, self.nu / 2.0), generator=generator)
+        source = as_source(random)
+        xi = standard_normal(x, source)
+        gamma = source.gamma(tuple(x.shape), self.nu / 2.0, x)
         return self.std(x) * xi / torch.sqrt(2.0 * gamma / self.nu)
 
     def expected_sign(self, mean: Tensor, x: Tensor) -> Tensor:

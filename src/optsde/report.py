@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from optsde.integrate import Recording
+from optsde.sde import Recording
 
 SERIES_COLUMNS = ("experiment", "panel", "method", "t", "metric", "mean", "stderr")
 

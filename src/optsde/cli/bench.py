@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="path counts, e.g. 100,1000,10000 (the default); with --nn one count (default 16)",
     )
-    p.add_argument("--steps", type=positive_int, default=None, help="EM steps per timed run (default 100)")
+    p.add_argument("--steps", type=positive_int, default=None, help="EM steps per timed run (default 200)")
     p.add_argument("--dim", type=positive_int, default=None, help="dimension d of the quadratic (default 10)")
     p.add_argument(
         "--repeats",
@@ -38,7 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="timed runs per method; best and median kept (default 3; with --nn timed steps, default 5)",
     )
     p.add_argument(
-        "--block", type=positive_int, default=None, help="EM steps per compiled call (default 10 CPU, 20 GPU)"
+        "--block", type=positive_int, default=None, help="EM steps per compiled call (default 16 CPU, 20 GPU)"
+    )
+    p.add_argument(
+        "--records",
+        type=positive_int,
+        default=None,
+        help="record points of the optsde-simulate run, stratified as in experiments (default 10)",
     )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
@@ -69,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 NN_ONLY = ("models", "n")
-EM_ONLY = ("steps", "dim", "block")
+EM_ONLY = ("steps", "dim", "block", "records")
 
 
 def bench(args: argparse.Namespace) -> int:
@@ -82,7 +88,8 @@ def bench(args: argparse.Namespace) -> int:
         raise OptsdeError(f"--{given[0]} belongs to the network benchmark; add --nn")
     settings = BenchSettings(
         paths=tuple(args.paths or (100, 1000, 10_000)),
-        steps=args.steps or 100,
+        steps=args.steps or 200,
+        records=args.records or 10,
         dim=args.dim or 10,
         device=resolve_device(args.device).type,
         dtype=resolve_dtype(args.dtype),
@@ -99,7 +106,7 @@ def bench(args: argparse.Namespace) -> int:
     if fast["path"] == "compiled":
         print(
             f"optsde-sde ran the compiled path ({fast['noise']} noise, {fast['block']} EM steps per call; "
-            f"compilation {fast['compile_seconds']:.1f} s, not included in the timings)"
+            f"first run with compilation {fast['warmup_seconds']:.1f} s, not included in the timings)"
         )
     else:
         reason = fast.get("fallback_reason") or "--no-compile"

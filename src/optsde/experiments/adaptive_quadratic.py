@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
 from optsde.fidelity import stationary_mean
-from optsde.integrate import Recording, record_steps
+from optsde.sde import Recording, record_steps
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, get_optimizer
 from optsde.problems.analytic import EmbeddedSaddle, NoisyProblem, Quadratic

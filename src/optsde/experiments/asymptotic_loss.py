@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 
 from optsde.experiments.base import Comparison, Context, ExperimentError, experiment
 from optsde.fidelity import burn_in_mask
-from optsde.integrate import DiscreteRunner, Recording, record_steps, simulate
+from optsde.sde import DiscreteRunner, Recording, record_steps, simulate
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
 from optsde.problems.analytic import EmbeddedSaddle, NoisyProblem, Quadratic

@@ -20,7 +20,7 @@ import torch
 
 from optsde.errors import OptsdeError
 from optsde.fidelity import fidelity_summary
-from optsde.integrate import (
+from optsde.sde import (
     DiscreteRunner,
     FileCheckpoint,
     Observable,

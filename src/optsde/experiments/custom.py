@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 
 from optsde.experiments.base import Context, ExperimentError, compare
 from optsde.fidelity import stationary_mean
-from optsde.integrate import record_steps
+from optsde.sde import record_steps
 from optsde.noise import GaussianNoise, StudentTNoise
 from optsde.optimizers import Hyperparameters, get_optimizer
 from optsde.problems.analytic import EmbeddedSaddle, NoisyProblem, Quadratic

@@ -33,7 +33,7 @@ from optsde.experiments.noise_resilience import (
     stratified_steps,
 )
 from optsde.fidelity import stationary_mean
-from optsde.integrate import Recording, SDERunner, loss_observable, x_observable
+from optsde.sde import Recording, SDERunner, loss_observable, x_observable
 from optsde.noise import StudentTNoise
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
 from optsde.optimizers.signsgd import student_t_sde

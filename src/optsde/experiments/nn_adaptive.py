@@ -30,7 +30,7 @@ from optsde.experiments.nn_signsgd import (
     run_panel,
     sde_keys,
 )
-from optsde.integrate import Recording
+from optsde.sde import Recording
 from optsde.optimizers import get_optimizer
 from optsde.report import METHOD_STYLE
 

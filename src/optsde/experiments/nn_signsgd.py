@@ -28,7 +28,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
-from optsde.integrate import Recording, loss_observable, record_steps
+from optsde.sde import Recording, loss_observable, record_steps
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
 from optsde.problems.datasets import DATASETS
 from optsde.problems.models import ARCHITECTURES

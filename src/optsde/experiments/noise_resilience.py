@@ -29,7 +29,7 @@ from matplotlib.lines import Line2D
 from optsde.errors import OptsdeError
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
 from optsde.fidelity import burn_in_mask, stationary_mean
-from optsde.integrate import Recording, loss_observable
+from optsde.sde import Recording, loss_observable
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
 from optsde.problems.analytic import NoisyProblem, Quadratic

@@ -32,7 +32,7 @@ from matplotlib.lines import Line2D
 
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
 from optsde.fidelity import ratio_with_error, stationary_mean
-from optsde.integrate import loss_observable, record_steps
+from optsde.sde import loss_observable, record_steps
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
 from optsde.problems.analytic import NoisyProblem, Quadratic

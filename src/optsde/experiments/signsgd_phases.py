@@ -29,7 +29,7 @@ from matplotlib.lines import Line2D
 
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
 from optsde.fidelity import fidelity_summary, pair_fidelity
-from optsde.integrate import DEFAULT_OBSERVABLES, Recording, record_steps
+from optsde.sde import DEFAULT_OBSERVABLES, Recording, record_steps
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters
 from optsde.optimizers.signsgd import SIGNSGD_SPEC, PhaseThresholds

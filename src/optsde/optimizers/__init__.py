@@ -2,18 +2,19 @@
 
 from optsde.optimizers.adam import ADAM_SPEC, ADAMW_SPEC
 from optsde.optimizers.base import (
+    Capabilities,
     DiscreteOptimizer,
     HyperparameterError,
     Hyperparameters,
     OptimizerSpec,
     Schedule,
-    SDEModel,
     State,
     constant_schedule,
 )
 from optsde.optimizers.rmsprop import RMSPROP_SPEC, RMSPROPW_SPEC
 from optsde.optimizers.sgd import SGD_SPEC
 from optsde.optimizers.signsgd import SIGNSGD_SPEC
+from optsde.optimizers.terms import SDE, Term
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     spec.name: spec for spec in (SGD_SPEC, SIGNSGD_SPEC, RMSPROP_SPEC, RMSPROPW_SPEC, ADAM_SPEC, ADAMW_SPEC)
@@ -30,12 +31,14 @@ def get_optimizer(name: str) -> OptimizerSpec:
 
 
 __all__ = [
+    "SDE",
+    "Capabilities",
+    "Term",
     "OPTIMIZERS",
     "DiscreteOptimizer",
     "HyperparameterError",
     "Hyperparameters",
     "OptimizerSpec",
-    "SDEModel",
     "Schedule",
     "State",
     "constant_schedule",

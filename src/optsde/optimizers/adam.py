@@ -1,24 +1,24 @@
 """Adam and AdamW: discrete update (SPEC §2), the paper's SDE, Malladi et al.'s, and our
 refined SDE (SPEC §3); scaling rules shared with RMSprop (SPEC §6).
 
-The three SDEs are one drift built from named terms (STYLE §2):
-- ``momentum_correction``: the paper's ``ηρ₁(∇f − M)`` inside the X drift (absent in Malladi et al.);
-- ``gradient_in_second_moment``: ``(∇f)²`` in ``dV`` (absent in Malladi et al.);
-- ``momentum_noise_on_x``: our refinement, the fresh noise ``(1−β₁)Z`` that the discrete
-  ``m_{k+1}`` carries into the step, as a diffusion on X driven by M's Wiener process.
+The models are one list of named terms (docs/theory.md §3) and differ by terms you can name:
+- ``sde-malladi`` drops ``momentum_correction`` (the paper's ``ηρ₁(∇f − M)`` in the X drift) and
+  relaxes ``V`` to ``diag Σ`` only (``v_relaxation_noise_only`` for ``v_relaxation``);
+- ``sde-refined`` adds ``momentum_noise_on_x``, the fresh noise ``(1−β₁)Z`` that the discrete
+  ``m_{k+1}`` carries into the step, as a diffusion on X driven by M's Wiener process;
+- ``sde-uncorrected`` is the paper's model without ``momentum_correction``, a diagnostic.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from optsde.optimizers.base import Hyperparameters, OptimizerSpec, State
-from optsde.optimizers.rmsprop import ADAPTIVE_RULES, second_moment_target
-from optsde.problems.base import GradientOracle
+from optsde.optimizers.base import Capabilities, Hyperparameters, OptimizerSpec, State
+from optsde.optimizers.rmsprop import ADAPTIVE_RULES
+from optsde.optimizers.terms import SDE, StepView, Term, decoupled_decay, iota, second_moment_relaxation
 
 
 class AdamW:
@@ -29,7 +29,7 @@ class AdamW:
     def init_state(self, x0: Tensor) -> State:
         return State(x=x0.clone(), m=torch.zeros_like(x0), v=torch.zeros_like(x0))
 
-    def step(self, state: State, gradient: Tensor, hp: Hyperparameters, lr: float) -> State:
+    def step(self, state: State, gradient: Tensor, hp: Hyperparameters, lr: float | Tensor) -> State:
         assert state.m is not None and state.v is not None
         k = state.step + 1
         x = state.x * (1.0 - lr * hp.weight_decay)
@@ -37,71 +37,90 @@ class AdamW:
         v = hp.beta2 * state.v + (1.0 - hp.beta2) * gradient**2
         bias1 = 1.0 - hp.beta1**k
         bias2 = 1.0 - hp.beta2**k
-        x = x - (lr / bias1) * m / (v.sqrt() / math.sqrt(bias2) + hp.eps)
+        x = x - (lr / bias1) * m / (v.sqrt() / bias2**0.5 + hp.eps)
         return State(x=x, m=m, v=v, step=k)
 
 
-def _iota(rate: float, t: float | Tensor) -> float | Tensor:
-    """``ι(t) = 1 − e^{−ρt}``.  ``t`` may be a 0-d tensor: a compiled block of EM steps
-    (:mod:`optsde.fused`) passes its times as tensors so one compilation serves every block."""
-    return -torch.expm1(-rate * t) if isinstance(t, Tensor) else -math.expm1(-rate * t)
+def _x_scale(view: StepView) -> Tensor:
+    """``(√ι₂/ι₁) P⁻¹`` with ``P = diag(√V) + ε√ι₂``.  With the solver's look-ahead start
+    (docs/theory.md §3) ``V`` is already advanced by this step, ``ι₂`` is taken at
+    ``t + dt`` and ``ι₁`` at ``t + η``: discrete step k divides by ``1 − β^k`` and already
+    holds gradient k."""
+    hp = view.hp
+    root_iota2 = iota(hp.rho2, view.time_ahead(view.dt)) ** 0.5
+    iota1 = iota(hp.rho1, view.time_ahead(hp.lr))
+    return root_iota2 / iota1 / (view.latest("v").sqrt() + hp.eps * root_iota2)
 
 
-@dataclass(frozen=True)
-class AdamSDE:
-    """State ``(X, M, V)``, ``ι_i(t) = 1 − e^{−ρ_i t}``, ``P = diag(√V) + ε√ι₂``:
+def _momentum_pull(view: StepView) -> Tensor:
+    """``∇f − M``."""
+    return view.at.grad - view.component("m")
 
-    ``dX = −(√ι₂/ι₁) P⁻¹ (M + ηρ₁(∇f − M)) dt − θX dt``,
-    ``dM = ρ₁(∇f − M) dt + √η ρ₁ Σ^{1/2} dW``, ``dV = ρ₂((∇f)² + diag Σ − V) dt``.
 
-    Start (SPEC §3): ``(x₀, 0, 0)`` at ``t = 0``; in each EM step ``P`` uses the
-    look-ahead ``V + dt·dV`` with ``ι₂`` at ``t + dt`` and ``ι₁`` at ``t + η``, the
-    way discrete step ``k`` divides by ``1 − β^k`` and already holds gradient ``k``.
-    """
+PRECONDITIONED_MOMENTUM = Term(
+    "preconditioned_momentum", "x", "drift", lambda view: -_x_scale(view) * view.component("m")
+)
+MOMENTUM_CORRECTION = Term(
+    "momentum_correction",
+    "x",
+    "drift",
+    lambda view: -_x_scale(view) * (view.hp.lr * view.hp.rho1) * _momentum_pull(view),
+    frozenset({"grad"}),
+)
+"""The paper's ``ηρ₁(∇f − M)`` inside the X drift: ``M + ηρ₁(∇f − M) = β₁M + (1−β₁)∇f`` is the
+conditional mean of the discrete ``m_{k+1}`` (absent in Malladi et al.)."""
 
-    name: str
-    momentum_correction: bool
-    gradient_in_second_moment: bool
-    momentum_noise_on_x: bool
+MOMENTUM_NOISE_ON_X = Term(
+    "momentum_noise_on_x",
+    "x",
+    "diffusion",
+    lambda view: -_x_scale(view) * (view.hp.lr * view.hp.rho1) * math.sqrt(view.hp.lr) * view.sigma_dw,
+    wiener="oracle",
+)
+"""Our refinement: the fresh noise ``(1−β₁)Z`` that the discrete ``m_{k+1}`` carries into the
+step, as a diffusion on X driven by M's Wiener process (docs/theory.md §3)."""
 
-    def init_state(self, x0: Tensor) -> State:
-        return State(x=x0.clone(), m=torch.zeros_like(x0), v=torch.zeros_like(x0))
+MOMENTUM_RELAXATION = Term(
+    "momentum_relaxation", "m", "drift", lambda view: view.hp.rho1 * _momentum_pull(view), frozenset({"grad"})
+)
+MOMENTUM_NOISE = Term(
+    "momentum_noise",
+    "m",
+    "diffusion",
+    lambda view: view.hp.rho1 * math.sqrt(view.hp.lr) * view.sigma_dw,
+    wiener="oracle",
+)
 
-    def em_step(
-        self,
-        state: State,
-        t: float,
-        dt: float,
-        oracle: GradientOracle,
-        hp: Hyperparameters,
-        lr_factor: float,
-        generator: torch.Generator | None,
-    ) -> State:
-        x, m, v = state.x, state.m, state.v
-        assert m is not None and v is not None
-        rho1, rho2, lr = hp.rho1, hp.rho2, hp.lr
-        gradient = oracle.grad(x)
-        # One Wiener increment drives M and, in the refined model, X.
-        noise = math.sqrt(lr * dt) * oracle.gaussian_noise(x, generator)
-
-        target = second_moment_target(oracle, x, gradient, self.gradient_in_second_moment)
-        v_next = v + rho2 * (target - v) * dt
-        iota1 = _iota(rho1, t + lr)
-        root_iota2 = _iota(rho2, t + dt) ** 0.5
-        scale = root_iota2 / iota1 / (v_next.sqrt() + hp.eps * root_iota2)
-
-        direction = m + lr * rho1 * (gradient - m) if self.momentum_correction else m
-        dx = -scale * direction * dt - hp.weight_decay * x * dt
-        if self.momentum_noise_on_x:
-            dx = dx - scale * (lr * rho1) * noise
-        m_next = m + rho1 * (gradient - m) * dt + rho1 * noise
-        return State(x=x + lr_factor * dx, m=m_next, v=v_next)
-
+ADAM_PAPER_SDE = SDE(
+    "sde-paper",
+    order=("v", "x", "m"),
+    terms=(
+        second_moment_relaxation(with_gradient=True),
+        PRECONDITIONED_MOMENTUM,
+        MOMENTUM_CORRECTION,
+        decoupled_decay(),
+        MOMENTUM_RELAXATION,
+        MOMENTUM_NOISE,
+    ),
+    description=(
+        "dX = −(√ι₂/ι₁) P⁻¹ (M + ηρ₁(∇f − M)) dt − θX dt, dM = ρ₁(∇f − M) dt + √η ρ₁ Σ^{1/2} dW, "
+        "dV = ρ₂((∇f)² + diag Σ − V) dt"
+    ),
+)
 
 ADAM_SDES = {
-    "paper": AdamSDE("sde-paper", True, True, False),
-    "malladi": AdamSDE("sde-malladi", False, False, False),
-    "refined": AdamSDE("sde-refined", True, True, True),
+    "paper": ADAM_PAPER_SDE,
+    "malladi": ADAM_PAPER_SDE.without("v_relaxation", "momentum_correction", name="sde-malladi").with_terms(
+        second_moment_relaxation(with_gradient=False), name="sde-malladi", description="Malladi et al. (2022)"
+    ),
+    "refined": ADAM_PAPER_SDE.with_terms(
+        MOMENTUM_NOISE_ON_X, name="sde-refined", description="the paper's SDE plus the momentum's noise on X"
+    ),
+    "uncorrected": ADAM_PAPER_SDE.without(
+        "momentum_correction",
+        name="sde-uncorrected",
+        description="the paper's SDE without its momentum-correction term (a diagnostic)",
+    ),
 }
 
 ADAM_SPEC = OptimizerSpec(
@@ -110,6 +129,12 @@ ADAM_SPEC = OptimizerSpec(
     sdes=ADAM_SDES,
     uses=("lr", "beta1", "beta2", "eps"),
     scaling_rules=ADAPTIVE_RULES,
+    capabilities=Capabilities(
+        noise_exponent=1,
+        mean_under_heavy_tails=True,
+        style={"color": "tab:orange", "label": "Adam"},
+        decay_variant="adamw",
+    ),
     description="Adam; SDEs of the paper, of Malladi et al., and our refined one",
 )
 
@@ -119,6 +144,9 @@ ADAMW_SPEC = OptimizerSpec(
     sdes=ADAM_SDES,
     uses=("lr", "beta1", "beta2", "eps", "weight_decay"),
     scaling_rules=ADAPTIVE_RULES,
+    capabilities=Capabilities(
+        noise_exponent=1, mean_under_heavy_tails=True, style={"color": "tab:green", "label": "AdamW"}
+    ),
     decoupled_decay=True,
     description="AdamW (decoupled weight decay θ); SDEs of the paper, of Malladi et al., and our refined one",
 )

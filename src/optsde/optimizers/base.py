@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-import torch
 from torch import Tensor
 
 from optsde.errors import OptsdeError
-from optsde.problems.base import GradientOracle
+
+if TYPE_CHECKING:
+    from optsde.optimizers.terms import SDE
 
 Schedule = Callable[[float], float]
 """A learning-rate schedule ``φ``: the step ``k`` (a float, ``t/η`` in an SDE) ↦ multiplier."""
@@ -103,7 +104,24 @@ class State(NamedTuple):
     x: Tensor
     m: Tensor | None = None
     v: Tensor | None = None
-    step: int = 0
+    step: int | Tensor = 0
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a family declares about itself beside its equations (docs/theory.md §5, §8).
+
+    ``noise_exponent``: the asymptotic loss grows like σ^exponent (without decoupled decay).
+    ``mean_under_heavy_tails``: whether its stationary loss has a finite mean under
+    Student-t noise with ν ≤ 2 (SGD's does not: it inherits the noise's infinite variance).
+    ``style``: how figures draw the optimizer (matplotlib keywords, ``label`` included).
+    ``decay_variant``: the family's name with decoupled decay, if this one has none.
+    """
+
+    noise_exponent: int
+    mean_under_heavy_tails: bool
+    style: Mapping[str, str]
+    decay_variant: str | None = None
 
 
 ScalingRule = Callable[["Hyperparameters", float], "Hyperparameters"]
@@ -112,7 +130,8 @@ ScalingRule = Callable[["Hyperparameters", float], "Hyperparameters"]
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """One optimizer as a whole: discrete update, SDE models, used fields, scaling rules.
+    """One optimizer as a whole: discrete update, SDE models, used fields, scaling rules and
+    declared capabilities.  Code outside the family's module asks these, never the name.
 
     ``sdes`` maps a model key (``paper``, ``malladi``, ``refined``, or a named
     approximation) to the model; its method name in results is ``model.name``.
@@ -120,9 +139,10 @@ class OptimizerSpec:
 
     name: str
     discrete: DiscreteOptimizer
-    sdes: Mapping[str, SDEModel]
+    sdes: Mapping[str, SDE]
     uses: tuple[str, ...]
     scaling_rules: Mapping[str, ScalingRule]
+    capabilities: Capabilities
     decoupled_decay: bool = False
     description: str = ""
 
@@ -149,73 +169,34 @@ class OptimizerSpec:
     def check(self, hp: Hyperparameters) -> None:
         """Refuse hyperparameters this optimizer does not have (e.g. Adam with decay)."""
         if hp.weight_decay and "weight_decay" not in self.uses:
-            alternative = f"use {self.name}w, or " if self.name in ("adam", "rmsprop") else ""
+            twin = self.capabilities.decay_variant
+            alternative = f"use {twin}, or " if twin else ""
             raise HyperparameterError(
                 f"{self.name} has no decoupled weight decay; {alternative}set weight_decay=0"
             )
 
 
 class DiscreteOptimizer(Protocol):
-    """A discrete update, SPEC §2."""
+    """A discrete update, docs/theory.md §2."""
 
     name: str
 
     def init_state(self, x0: Tensor) -> State: ...
 
-    def step(self, state: State, gradient: Tensor, hp: Hyperparameters, lr: float) -> State:
-        """One update with stochastic gradient ``gradient`` and effective rate ``lr = η φ(k)``."""
+    def step(self, state: State, gradient: Tensor, hp: Hyperparameters, lr: float | Tensor) -> State:
+        """One update with stochastic gradient ``gradient`` and effective rate ``lr = η φ(k)``.
+        ``state.step`` and ``lr`` may be 0-d tensors inside a compiled block."""
         ...
 
+    def sde(self, key: str) -> SDE:
+        """The SDE model ``key``, or a one-line error listing this optimizer's models."""
+        if key not in self.sdes:
+            known = ", ".join(self.sdes)
+            raise HyperparameterError(f"{self.name} has no SDE model {key!r}; choose from: {known}")
+        return self.sdes[key]
 
-class SDEModel(Protocol):
-    """An SDE model of a discrete optimizer, SPEC §3, advanced by one Euler–Maruyama step."""
-
-    name: str
-
-    def init_state(self, x0: Tensor) -> State: ...
-
-    def em_step(
-        self,
-        state: State,
-        t: float,
-        dt: float,
-        oracle: GradientOracle,
-        hp: Hyperparameters,
-        lr_factor: float,
-        generator: torch.Generator | None,
-    ) -> State:
-        """From time ``t`` to ``t + dt``; ``lr_factor`` is the schedule ``φ(t/η)``."""
-        ...
-
-
-class PositionSDE:
-    """An :class:`SDEModel` whose state is ``x`` alone (SGD's and SignSGD's SDEs, phase models).
-
-    A subclass gives :meth:`descent`, the Euler–Maruyama decrement ``drift·dt + diffusion·ΔW``
-    over ``dt``; the schedule ``φ`` scales all of it, as it scales the optimizer's step.
-    """
-
-    def init_state(self, x0: Tensor) -> State:
-        return State(x=x0.clone())
-
-    def descent(
-        self,
-        x: Tensor,
-        dt: float,
-        oracle: GradientOracle,
-        hp: Hyperparameters,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        raise NotImplementedError
-
-    def em_step(
-        self,
-        state: State,
-        t: float,
-        dt: float,
-        oracle: GradientOracle,
-        hp: Hyperparameters,
-        lr_factor: float,
-        generator: torch.Generator | None,
-    ) -> State:
-        return State(x=state.x - lr_factor * self.descent(state.x, dt, oracle, hp, generator))
+    def noise_exponent(self, hp: Hyperparameters) -> int:
+        """How the asymptotic loss grows with the noise level σ at fixed η: ``σ^exponent``
+        (docs/theory.md §5); 0 means bounded."""
+        bounded = self.decoupled_decay and hp.weight_decay > 0
+        return 0 if bounded else self.capabilities.noise_exponent

@@ -2,7 +2,7 @@
 and the batch-size scaling rules (SPEC §6).
 
 The two SDEs differ by one term of ``dV`` — the paper keeps ``(∇f)²``, the prior
-SDE drops it — so they are one class with a flag.
+SDE drops it (:func:`~optsde.optimizers.terms.second_moment_relaxation`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from optsde.optimizers.base import Hyperparameters, OptimizerSpec, State
-from optsde.problems.base import GradientOracle
+from optsde.optimizers.base import Capabilities, Hyperparameters, OptimizerSpec, State
+from optsde.optimizers.terms import SDE, StepView, Term, decoupled_decay, second_moment_relaxation
 
 
 class RMSpropW:
@@ -28,55 +28,49 @@ class RMSpropW:
     def init_state(self, x0: Tensor) -> State:
         return State(x=x0.clone(), v=torch.zeros_like(x0))
 
-    def step(self, state: State, gradient: Tensor, hp: Hyperparameters, lr: float) -> State:
+    def step(self, state: State, gradient: Tensor, hp: Hyperparameters, lr: float | Tensor) -> State:
         assert state.v is not None
         v = hp.beta2 * state.v + (1.0 - hp.beta2) * gradient**2
         x = state.x - lr * gradient / (v.sqrt() + hp.eps) - lr * hp.weight_decay * state.x
         return State(x=x, v=v, step=state.step + 1)
 
 
-def second_moment_target(oracle: GradientOracle, x: Tensor, gradient: Tensor, with_gradient: bool) -> Tensor:
-    """What ``V`` relaxes to: ``(∇f)² + diag Σ`` (paper) or ``diag Σ`` (Malladi et al.)."""
-    variance = oracle.noise_variance(x)
-    return gradient**2 + variance if with_gradient else variance
+def _preconditioner(view: StepView) -> Tensor:
+    """``P = diag(√V) + ε`` with ``V`` as advanced this step (the look-ahead start)."""
+    return view.latest("v").sqrt() + view.hp.eps
 
 
-@dataclass(frozen=True)
-class RMSpropSDE:
-    """State ``(X, V)``, ``P = diag(√V) + ε``:
+def rmsprop_sde(name: str, gradient_in_second_moment: bool) -> SDE:
+    """State ``(X, V)``, ``P = diag(√V) + ε`` (docs/theory.md §3):
 
     ``dX = −P⁻¹(∇f dt + √η Σ^{1/2} dW) − θX dt``, ``dV = ρ((∇f)² + diag Σ − V) dt``.
 
-    ``V`` starts at 0 as the optimizer's ``v``; each EM step updates ``V`` first and
-    uses the updated value in ``P`` (the look-ahead of SPEC §3), as the discrete
-    step updates ``v`` before ``x``.
+    ``V`` starts at 0 as the optimizer's ``v``; with the solver's look-ahead start
+    ``P`` uses ``V`` already advanced by this step, as the discrete step updates ``v``
+    before ``x``.  The paper's and Malladi et al.'s models differ in the ``V`` term.
     """
-
-    name: str
-    gradient_in_second_moment: bool
-
-    def init_state(self, x0: Tensor) -> State:
-        return State(x=x0.clone(), v=torch.zeros_like(x0))
-
-    def em_step(
-        self,
-        state: State,
-        t: float,
-        dt: float,
-        oracle: GradientOracle,
-        hp: Hyperparameters,
-        lr_factor: float,
-        generator: torch.Generator | None,
-    ) -> State:
-        x, v = state.x, state.v
-        assert v is not None
-        gradient = oracle.grad(x)
-        target = second_moment_target(oracle, x, gradient, self.gradient_in_second_moment)
-        v = v + hp.rho2 * (target - v) * dt
-        preconditioner = v.sqrt() + hp.eps
-        noise = math.sqrt(hp.lr * dt) * oracle.gaussian_noise(x, generator)
-        dx = -(gradient * dt + noise) / preconditioner - hp.weight_decay * x * dt
-        return State(x=x + lr_factor * dx, v=v)
+    return SDE(
+        name,
+        order=("v", "x"),
+        terms=(
+            second_moment_relaxation(gradient_in_second_moment),
+            Term(
+                "preconditioned_gradient",
+                "x",
+                "drift",
+                lambda view: -view.at.grad / _preconditioner(view),
+                frozenset({"grad"}),
+            ),
+            Term(
+                "preconditioned_noise",
+                "x",
+                "diffusion",
+                lambda view: -math.sqrt(view.hp.lr) * view.sigma_dw / _preconditioner(view),
+                wiener="oracle",
+            ),
+            decoupled_decay(),
+        ),
+    )
 
 
 def paper_rule(hp: Hyperparameters, delta: float) -> Hyperparameters:
@@ -109,8 +103,8 @@ def malladi_rule(hp: Hyperparameters, delta: float) -> Hyperparameters:
 ADAPTIVE_RULES = {"paper": paper_rule, "malladi": malladi_rule}
 
 _RMSPROP_SDES = {
-    "paper": RMSpropSDE("sde-paper", gradient_in_second_moment=True),
-    "malladi": RMSpropSDE("sde-malladi", gradient_in_second_moment=False),
+    "paper": rmsprop_sde("sde-paper", gradient_in_second_moment=True),
+    "malladi": rmsprop_sde("sde-malladi", gradient_in_second_moment=False),
 }
 
 RMSPROP_SPEC = OptimizerSpec(
@@ -119,6 +113,12 @@ RMSPROP_SPEC = OptimizerSpec(
     sdes=_RMSPROP_SDES,
     uses=("lr", "beta2", "eps"),
     scaling_rules=ADAPTIVE_RULES,
+    capabilities=Capabilities(
+        noise_exponent=1,
+        mean_under_heavy_tails=True,
+        style={"color": "tab:cyan", "label": "RMSprop"},
+        decay_variant="rmspropw",
+    ),
     description="RMSprop (β = beta2); SDEs of the paper and of Malladi et al.",
 )
 
@@ -128,6 +128,9 @@ RMSPROPW_SPEC = OptimizerSpec(
     sdes=_RMSPROP_SDES,
     uses=("lr", "beta2", "eps", "weight_decay"),
     scaling_rules=ADAPTIVE_RULES,
+    capabilities=Capabilities(
+        noise_exponent=1, mean_under_heavy_tails=True, style={"color": "tab:blue", "label": "RMSpropW"}
+    ),
     decoupled_decay=True,
     description="RMSprop with decoupled weight decay θ; SDEs of the paper and of Malladi et al.",
 )

@@ -1,14 +1,13 @@
-"""SGD: discrete update (SPEC §2), its SDE (Li et al., SPEC §3), the linear scaling rule (SPEC §6)."""
+"""SGD: discrete update (docs/theory.md §2), its SDE (Li et al., §3), the linear scaling rule (§6)."""
 
 from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
-from optsde.optimizers.base import Hyperparameters, OptimizerSpec, PositionSDE, State
-from optsde.problems.base import GradientOracle
+from optsde.optimizers.base import Capabilities, Hyperparameters, OptimizerSpec, State
+from optsde.optimizers.terms import SDE, StepView, Term
 
 
 class SGD:
@@ -17,37 +16,41 @@ class SGD:
     def init_state(self, x0: Tensor) -> State:
         return State(x=x0.clone())
 
-    def step(self, state: State, gradient: Tensor, hp: Hyperparameters, lr: float) -> State:
+    def step(self, state: State, gradient: Tensor, hp: Hyperparameters, lr: float | Tensor) -> State:
         """``x ← x − η g``."""
         return State(x=state.x - lr * gradient, step=state.step + 1)
 
 
-class SGDSDE(PositionSDE):
-    """``dX = −∇f(X) dt + √η Σ(X)^{1/2} dW`` (Li et al.); a schedule φ scales both terms."""
+def gradient_flow() -> Term:
+    """``−∇f(X) dt``."""
+    return Term("gradient", "x", "drift", lambda view: -view.at.grad, frozenset({"grad"}))
 
-    name = "sde-paper"
 
-    def descent(
-        self,
-        x: Tensor,
-        dt: float,
-        oracle: GradientOracle,
-        hp: Hyperparameters,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        return oracle.grad(x) * dt + math.sqrt(hp.lr * dt) * oracle.gaussian_noise(x, generator)
+def _gradient_noise(view: StepView) -> Tensor:
+    return -math.sqrt(view.hp.lr) * view.sigma_dw
+
+
+SGD_SDE = SDE(
+    "sde-paper",
+    order=("x",),
+    terms=(gradient_flow(), Term("gradient_noise", "x", "diffusion", _gradient_noise, wiener="oracle")),
+    description="dX = −∇f dt + √η Σ^{1/2} dW (Li et al.); a schedule φ scales both terms",
+)
 
 
 def linear_rule(hp: Hyperparameters, delta: float) -> Hyperparameters:
-    """SPEC §6: ``B → δB``, ``η → δη``."""
+    """docs/theory.md §6: ``B → δB``, ``η → δη``."""
     return hp.with_(lr=delta * hp.lr)
 
 
 SGD_SPEC = OptimizerSpec(
     name="sgd",
     discrete=SGD(),
-    sdes={"paper": SGDSDE()},
+    sdes={"paper": SGD_SDE},
     uses=("lr",),
     scaling_rules={"linear": linear_rule},
+    capabilities=Capabilities(
+        noise_exponent=2, mean_under_heavy_tails=False, style={"color": "black", "label": "SGD"}
+    ),
     description="plain SGD; SDE of Li et al.",
 )

@@ -1,8 +1,8 @@
 """SignSGD: discrete update (SPEC §2), its SDEs and phase approximations (SPEC §3).
 
 The SDE is driven by ``E sign ∇f_γ`` and ``Cov sign ∇f_γ`` (paper Thm 3.2); the
-three noise forms differ only in how ``E sign`` is computed, so each is a
-:class:`SignSGDSDE` with its own ``expected_sign``.  Phase 1 (the SignGD ODE)
+three noise forms differ only in how ``E sign`` is computed, so each is one
+:func:`sign_sde` with its own ``expected_sign``.  Phase 1 (the SignGD ODE)
 and phase 3 (the linearised SDE) are the approximations of paper Lemma 3.4.
 """
 
@@ -15,11 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from optsde.noise import gaussian_sign_mean, standard_normal, student_t_cdf
-from optsde.optimizers.base import Hyperparameters, OptimizerSpec, PositionSDE, State
-from optsde.problems.base import GradientOracle
-
-ExpectedSign = Callable[[GradientOracle, Tensor], Tensor]
+from optsde.noise import gaussian_sign_mean, student_t_cdf
+from optsde.optimizers.base import Capabilities, Hyperparameters, OptimizerSpec, State
+from optsde.optimizers.terms import SDE, StepView, Term
 
 
 class SignSGD:
@@ -28,91 +26,89 @@ class SignSGD:
     def init_state(self, x0: Tensor) -> State:
         return State(x=x0.clone())
 
-    def step(self, state: State, gradient: Tensor, hp: Hyperparameters, lr: float) -> State:
+    def step(self, state: State, gradient: Tensor, hp: Hyperparameters, lr: float | Tensor) -> State:
         """``x ← x − η sign(g)``."""
         return State(x=state.x - lr * torch.sign(gradient), step=state.step + 1)
 
 
-def general_expected_sign(oracle: GradientOracle, x: Tensor) -> Tensor:
+ExpectedSign = Callable[[StepView], Tensor]
+
+
+def general_expected_sign(view: StepView) -> Tensor:
     """``1 − 2 P(∇f_γ < 0)`` as the oracle's noise model gives it (Thm 3.2)."""
-    return oracle.expected_sign(x)
+    return view.at.expected_sign
 
 
-def gaussian_expected_sign(oracle: GradientOracle, x: Tensor) -> Tensor:
+def gaussian_expected_sign(view: StepView) -> Tensor:
     """``erf(∇f / (√2 s))`` with ``s² = diag Σ`` (Cor 3.3): Gaussian noise assumed."""
-    return gaussian_sign_mean(oracle.grad(x), oracle.noise_variance(x).sqrt())
+    return gaussian_sign_mean(view.at.grad, view.at.variance.sqrt())
 
 
 def student_t_expected_sign(nu: float) -> ExpectedSign:
-    """``2 F_ν(∇f / s) − 1`` with ``s`` the oracle's noise scale (SPEC §3, Student-t form)."""
+    """``2 F_ν(∇f / s) − 1`` with ``s`` the oracle's noise scale (docs/theory.md §3, Student-t form)."""
 
-    def expected_sign(oracle: GradientOracle, x: Tensor) -> Tensor:
-        return 2.0 * student_t_cdf(oracle.grad(x) / oracle.noise_scale(x), nu) - 1.0
+    def expected_sign(view: StepView) -> Tensor:
+        return 2.0 * student_t_cdf(view.at.grad / view.at.scale, nu) - 1.0
 
     return expected_sign
 
 
-@dataclass(frozen=True)
-class SignSGDSDE(PositionSDE):
-    """``dX = −E sign(∇f_γ) dt + √η sqrt(I − diag(E sign ∇f_γ)²) dW``.
+def sign_sde(name: str, expected_sign: ExpectedSign, needs: frozenset[str], compilable: bool = True) -> SDE:
+    """``dX = −E sign(∇f_γ) dt + √η sqrt(I − diag(E sign ∇f_γ)²) dW`` (docs/theory.md §3).
 
-    The diffusion is ``Cov(sign ∇f_γ)^{1/2}`` for independent coordinates (SPEC §3).
+    The diffusion is ``Cov(sign ∇f_γ)^{1/2}`` for independent coordinates, driven by a
+    standard Wiener process (not by the gradient noise); ``expected_sign`` is the form of
+    ``E sign ∇f_γ`` (general, Gaussian or Student-t).  Without noise ``E sign = sign ∇f``
+    and the diffusion vanishes: sign-gradient flow.
     """
 
-    name: str
-    expected_sign: ExpectedSign
+    def sign_noise(view: StepView) -> Tensor:
+        std = (1.0 - expected_sign(view) ** 2).clamp_min(0.0).sqrt()
+        return -math.sqrt(view.hp.lr) * std * view.dw
 
-    def descent(
-        self,
-        x: Tensor,
-        dt: float,
-        oracle: GradientOracle,
-        hp: Hyperparameters,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        mean_sign = self.expected_sign(oracle, x)
-        sign_std = (1.0 - mean_sign**2).clamp_min(0.0).sqrt()
-        return mean_sign * dt + math.sqrt(hp.lr * dt) * sign_std * standard_normal(x, generator)
-
-
-class SignGDODE(PositionSDE):
-    """Phase 1 (Lemma 3.4, ``|∇f/s| > 3/2``): ``dX = −sign(∇f(X)) dt``."""
-
-    name = "ode-phase1"
-
-    def descent(
-        self,
-        x: Tensor,
-        dt: float,
-        oracle: GradientOracle,
-        hp: Hyperparameters,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        return torch.sign(oracle.grad(x)) * dt
+    return SDE(
+        name,
+        order=("x",),
+        terms=(
+            Term("expected_sign", "x", "drift", lambda view: -expected_sign(view), needs),
+            Term("sign_noise", "x", "diffusion", sign_noise, needs, wiener="standard"),
+        ),
+        compilable=compilable,
+    )
 
 
-class LinearisedSignSDE(PositionSDE):
-    """Phase 3 (Lemma 3.4, ``|∇f/s| < 1``), the poster's simplified SDE.
+def _phase3_ratio(view: StepView) -> Tensor:
+    return view.at.grad / view.at.scale
 
-    ``dX = −√(2/π) ∇f/s dt + √η sqrt(I − (2/π) diag(∇f/s)²) dW``.
-    """
 
-    name = "sde-phase3"
+def _phase3_noise(view: StepView) -> Tensor:
+    # Outside phase 3 the variance turns negative: the model no longer applies, and we
+    # clamp instead of producing NaNs.
+    std = (1.0 - (2.0 / math.pi) * _phase3_ratio(view) ** 2).clamp_min(0.0).sqrt()
+    return -math.sqrt(view.hp.lr) * std * view.dw
 
-    def descent(
-        self,
-        x: Tensor,
-        dt: float,
-        oracle: GradientOracle,
-        hp: Hyperparameters,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        y = oracle.grad(x) / oracle.noise_scale(x)
-        drift = math.sqrt(2.0 / math.pi) * y
-        # Outside phase 3 the variance term turns negative: the model no longer applies,
-        # and we clamp instead of producing NaNs.
-        sign_std = (1.0 - (2.0 / math.pi) * y**2).clamp_min(0.0).sqrt()
-        return drift * dt + math.sqrt(hp.lr * dt) * sign_std * standard_normal(x, generator)
+
+_GRAD_AND_SCALE = frozenset({"grad", "scale"})
+
+SIGNGD_ODE = SDE(
+    "ode-phase1",
+    order=("x",),
+    terms=(Term("sign_gradient", "x", "drift", lambda view: -torch.sign(view.at.grad), frozenset({"grad"})),),
+    description="Phase 1 (Lemma 3.4, |∇f/s| > 3/2): dX = −sign(∇f(X)) dt",
+)
+
+LINEARISED_SIGN_SDE = SDE(
+    "sde-phase3",
+    order=("x",),
+    terms=(
+        Term(
+            "linear_drift", "x", "drift", lambda view: -math.sqrt(2.0 / math.pi) * _phase3_ratio(view), _GRAD_AND_SCALE
+        ),
+        Term("linearised_sign_noise", "x", "diffusion", _phase3_noise, _GRAD_AND_SCALE, wiener="standard"),
+    ),
+    description="Phase 3 (Lemma 3.4, |∇f/s| < 1): dX = −√(2/π) ∇f/s dt + √η sqrt(I − (2/π) diag(∇f/s)²) dW",
+    requires_noise=True,
+)
 
 
 @dataclass(frozen=True)
@@ -156,17 +152,21 @@ SIGNSGD_SPEC = OptimizerSpec(
     name="signsgd",
     discrete=SignSGD(),
     sdes={
-        "paper": SignSGDSDE("sde-paper", general_expected_sign),
-        "gaussian": SignSGDSDE("sde-gaussian", gaussian_expected_sign),
-        "phase1": SignGDODE(),
-        "phase3": LinearisedSignSDE(),
+        "paper": sign_sde("sde-paper", general_expected_sign, frozenset({"expected_sign"})),
+        "gaussian": sign_sde("sde-gaussian", gaussian_expected_sign, frozenset({"grad", "variance"})),
+        "phase1": SIGNGD_ODE,
+        "phase3": LINEARISED_SIGN_SDE,
     },
     uses=("lr",),
     scaling_rules={"square-root": square_root_rule},
+    capabilities=Capabilities(
+        noise_exponent=1, mean_under_heavy_tails=True, style={"color": "tab:red", "label": "SignSGD"}
+    ),
     description="SignSGD; SDE of the paper (Thm 3.2) and its phase approximations (Lemma 3.4)",
 )
 
 
-def student_t_sde(nu: float) -> SignSGDSDE:
-    """SignSGD's SDE under Student-t noise with ``ν`` degrees of freedom (SPEC §3)."""
-    return SignSGDSDE("sde-student-t", student_t_expected_sign(nu))
+def student_t_sde(nu: float) -> SDE:
+    """SignSGD's SDE under Student-t noise with ``ν`` degrees of freedom (docs/theory.md §3).
+    Its CDF comes from scipy, so it runs eagerly."""
+    return sign_sde("sde-student-t", student_t_expected_sign(nu), _GRAD_AND_SCALE, compilable=False)

@@ -15,6 +15,8 @@ from torch import Tensor
 
 from optsde.errors import OptsdeError
 from optsde.noise import NoiseModel
+from optsde.problems.base import Evaluation, evaluate_by_parts
+from optsde.randomness import RandomSource
 
 
 class ProblemError(OptsdeError):
@@ -153,8 +155,10 @@ class NoisyProblem:
     def grad(self, x: Tensor) -> Tensor:
         return self.landscape.grad(x)
 
-    def sample_gradient(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        return self.landscape.grad(x) + self.noise.sample(x, generator)
+    compilable = True
+
+    def sample_gradient(self, x: Tensor, random: RandomSource | torch.Generator | None) -> Tensor:
+        return self.landscape.grad(x) + self.noise.sample(x, random)
 
     def noise_variance(self, x: Tensor) -> Tensor:
         return self.noise.variance(x)
@@ -163,8 +167,11 @@ class NoisyProblem:
         """``s``: the per-coordinate scale that SignSGD's phases are measured in (SPEC §3)."""
         return self.noise.std(x)
 
-    def gaussian_noise(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        return self.noise.gaussian(x, generator)
+    def gaussian_noise(self, x: Tensor, random: RandomSource | torch.Generator | None) -> Tensor:
+        return self.noise.gaussian(x, random)
+
+    def evaluate(self, x: Tensor, needs: frozenset[str], random: RandomSource) -> Evaluation:
+        return evaluate_by_parts(self, x, needs, random)
 
     def expected_sign(self, x: Tensor) -> Tensor:
         return self.noise.expected_sign(self.landscape.grad(x), x)

@@ -27,9 +27,8 @@ factor is 1).  Which quantity costs what, per ``x``:
   time ∝ P·n·d) except for models made only of ``nn.Linear`` layers (the MLP),
   where ``Σ_n (∇ℓ_n)² = (δ²)ᵀ(a²)`` layer by layer costs one more backward pass.
 
-The forward graph is cached for the last ``x`` seen (keyed on the tensor's
-identity and version), so the SDE step's calls of ``grad``, ``gaussian_noise``
-and ``noise_variance`` share one forward pass.  ``noise="synthetic"`` is the
+An SDE step asks :meth:`NetworkProblem.evaluate` once for everything it needs, so
+``∇f``, ``diag C`` and the noise sample share one forward pass.  ``noise="synthetic"`` is the
 paper's protocol instead: full-batch gradient plus ``N(0, σ²I/B)``.
 """
 
@@ -48,6 +47,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from optsde.problems.analytic import ProblemError
+from optsde.problems.base import Evaluation
+from optsde.randomness import RandomSource, as_source
 from optsde.problems.datasets import Dataset, load_dataset
 from optsde.problems.models import build_model
 
@@ -77,18 +78,15 @@ PER_EXAMPLE_BUDGET = 2**24
 
 @dataclass
 class _Evaluation:
-    """What has been computed at one ``x``: the cache shared by one SDE step's oracle calls."""
+    """What has been computed at one ``x`` within one :meth:`NetworkProblem.evaluate`: the forward
+    pass, ``∇f`` and ``diag C`` are shared by everything one step asks for."""
 
     x: Tensor
-    version: int
     leaf: Tensor | None = None
     losses: Tensor | None = None  # (P, n) per-example losses with their graph
     loss: Tensor | None = None  # (P,)
     grad: Tensor | None = None  # (P, d)
     variance: Tensor | None = None  # (P, d) diag C, per example (not divided by B)
-
-    def matches(self, x: Tensor) -> bool:
-        return self.x is x and self.version == x._version
 
 
 @dataclass
@@ -177,7 +175,6 @@ class NetworkProblem:
         )
         self.estimation_size = n
         self._tensors: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor, Tensor, Tensor]] = {}
-        self._cache: _Evaluation | None = None
 
         def path_losses(w: Tensor, inputs: Tensor, targets: Tensor) -> Tensor:
             params = {**self._layout.unflatten(w), **self._buffers}
@@ -297,9 +294,7 @@ class NetworkProblem:
     def _entry(self, x: Tensor) -> _Evaluation:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ProblemError(f"x must have shape (paths, {self.dim}), got {tuple(x.shape)}")
-        if self._cache is None or not self._cache.matches(x):
-            self._cache = _Evaluation(x=x, version=x._version)
-        return self._cache
+        return _Evaluation(x=x)
 
     # --------------------------------------------------------- weighted-loss passes
 
@@ -456,9 +451,7 @@ class NetworkProblem:
             total += self._centred_projection(entry, z) ** 2
         return total / self.projections
 
-    def example_variance(self, x: Tensor) -> Tensor:
-        """``diag C(x)``, the per-example gradient variance (not divided by ``B``)."""
-        entry = self._entry(x)
+    def _example_variance(self, entry: _Evaluation) -> Tensor:
         if entry.variance is None:
             if self.variance == "per-example":
                 layers = self._linear_only() if self.fast_linear else None
@@ -467,6 +460,10 @@ class NetworkProblem:
             else:
                 entry.variance = self._projected_variance(entry)
         return entry.variance
+
+    def example_variance(self, x: Tensor) -> Tensor:
+        """``diag C(x)``, the per-example gradient variance (not divided by ``B``)."""
+        return self._example_variance(self._entry(x))
 
     # ------------------------------------------------------------ GradientOracle
 
@@ -482,43 +479,67 @@ class NetworkProblem:
             entry.loss = total / self.estimation_size  # type: ignore[operator]
         return entry.loss
 
+    compilable = False
+    """Minibatches are drawn as indices, and per-example statistics run Python loops."""
+
     def grad(self, x: Tensor) -> Tensor:
         """``∇f(x)`` on the estimation set: ``(P, d)``."""
         return self._full_gradient(self._entry(x))
 
+    def _noise_variance(self, entry: _Evaluation) -> Tensor:
+        if self.noise == "synthetic":
+            return torch.full_like(entry.x, self.sigma**2 / self.batch_size)  # type: ignore[operator]
+        return self._example_variance(entry) * self.covariance_factor
+
     def noise_variance(self, x: Tensor) -> Tensor:
         """``diag Σ_B(x)``: ``diag C · factor`` (minibatch) or ``σ²/B`` (synthetic)."""
-        if self.noise == "synthetic":
-            return torch.full_like(x, self.sigma**2 / self.batch_size)  # type: ignore[operator]
-        return self.example_variance(x) * self.covariance_factor
+        return self._noise_variance(self._entry(x))
 
     def noise_scale(self, x: Tensor) -> Tensor:
         return self.noise_variance(x).sqrt()
 
-    def gaussian_noise(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        """A sample of ``N(0, Σ_B(x))`` through the randomly weighted loss (SPEC §4)."""
+    def _gaussian_noise(self, entry: _Evaluation, random: RandomSource) -> Tensor:
+        x = entry.x
         if self.noise == "synthetic":
-            return self.noise_scale(x) * torch.randn(
-                x.shape, generator=generator, dtype=x.dtype, device=x.device
-            )
-        entry = self._entry(x)
-        z = torch.randn(
-            x.shape[0],
-            self.estimation_size,
-            generator=generator,  # type: ignore[arg-type]
-            dtype=x.dtype,
-            device=x.device,
-        )
+            return self._noise_variance(entry).sqrt() * random.normal(tuple(x.shape), x)
+        z = random.normal((x.shape[0], self.estimation_size), x)  # type: ignore[arg-type]
         return self._centred_projection(entry, z) * math.sqrt(self.covariance_factor)
 
-    def sample_gradient(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    def gaussian_noise(self, x: Tensor, random: RandomSource | torch.Generator | None) -> Tensor:
+        """A sample of ``N(0, Σ_B(x))`` through the randomly weighted loss (docs/theory.md §4)."""
+        return self._gaussian_noise(self._entry(x), as_source(random))
+
+    def _expected_sign(self, entry: _Evaluation) -> Tensor:
+        gradient = self._full_gradient(entry)
+        scale = self._noise_variance(entry).sqrt()
+        safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+        return torch.where(scale > 0, torch.erf(gradient / (math.sqrt(2.0) * safe)), torch.sign(gradient))
+
+    def expected_sign(self, x: Tensor) -> Tensor:
+        """``erf(∇f/(√2 s))``, the Gaussian form (docs/theory.md §3, Cor 3.3); ``sign ∇f`` where ``s = 0``."""
+        return self._expected_sign(self._entry(x))
+
+    def evaluate(self, x: Tensor, needs: frozenset[str], random: RandomSource) -> Evaluation:
+        """One forward pass, ``∇f`` and ``diag C`` at ``x``, shared by everything ``needs`` asks."""
+        entry = self._entry(x)
+        variance = self._noise_variance(entry) if needs & {"variance", "scale"} else None
+        return Evaluation(
+            grad=self._full_gradient(entry) if "grad" in needs else None,
+            variance=variance,
+            scale=variance.sqrt() if variance is not None and "scale" in needs else None,
+            expected_sign=self._expected_sign(entry) if "expected_sign" in needs else None,
+            noise=self._gaussian_noise(entry, random) if "noise" in needs else None,
+        )
+
+    def sample_gradient(self, x: Tensor, random: RandomSource | torch.Generator | None) -> Tensor:
         """What the optimizer sees: each path's own minibatch gradient (or ``∇f`` + synthetic noise)."""
+        source = as_source(random)
         if self.noise == "synthetic":
-            return self.grad(x) + self.gaussian_noise(x, generator)
+            return self.grad(x) + self.gaussian_noise(x, source)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ProblemError(f"x must have shape (paths, {self.dim}), got {tuple(x.shape)}")
         inputs, targets, _, _ = self._data(x)
-        index = self.minibatch_indices(x.shape[0], generator, x.device)
+        index = self.minibatch_indices(x.shape[0], source, x.device)
         with torch.enable_grad():
             leaf = x.detach().requires_grad_(True)
             losses = self._losses_own(leaf, inputs[index], targets[index]).mean(dim=1)
@@ -526,22 +547,22 @@ class NetworkProblem:
         return gradient
 
     def minibatch_indices(
-        self, paths: int, generator: torch.Generator | None, device: torch.device | str = "cpu"
+        self, paths: int, random: RandomSource | torch.Generator | None, device: torch.device | str = "cpu"
     ) -> Tensor:
         """``(paths, B)`` training-set indices, an independent minibatch per path."""
-        n_train = len(self.data)
+        source, n_train = as_source(random), len(self.data)
         if self.sampling == "with-replacement":
-            return torch.randint(n_train, (paths, self.batch_size), generator=generator, device=device)
-        keys = torch.rand(paths, n_train, generator=generator, device=device)
+            return source.integers(n_train, (paths, self.batch_size), torch.device(device))
+        keys = source.uniform((paths, n_train), torch.empty((), dtype=torch.float32, device=device))
         return keys.topk(self.batch_size, dim=1).indices
 
-    def sampled_signs(self, x: Tensor, samples: int, generator: torch.Generator | None) -> Tensor:
+    def sampled_signs(self, x: Tensor, samples: int, random: RandomSource | torch.Generator | None) -> Tensor:
         """``sign`` of ``samples`` stochastic gradients at one point ``x`` ``(d,)``: ``(samples, d)``.
 
         Their mean estimates the true ``E sign ∇f_γ(x)`` (paper Thm 3.2) of the noise the
         optimizer sees, against which the Gaussian form :meth:`expected_sign` can be checked.
         """
-        return torch.sign(self.sample_gradient(x.reshape(1, -1).expand(samples, -1), generator))
+        return torch.sign(self.sample_gradient(x.reshape(1, -1).expand(samples, -1), random))
 
     def expected_sign(self, x: Tensor) -> Tensor:
         """``erf(∇f/(√2 s))``, the Gaussian form (SPEC §3, Cor 3.3); ``sign ∇f`` where ``s = 0``."""

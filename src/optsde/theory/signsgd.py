@@ -31,7 +31,7 @@ import torch
 from numpy.typing import ArrayLike
 from torch import Tensor
 
-from optsde.integrate import Observable
+from optsde.sde import Observable
 from optsde.optimizers.base import State
 from optsde.optimizers.signsgd import PhaseThresholds, phase2_drift_bounds
 from optsde.problems.base import GradientOracle

@@ -1,15 +1,21 @@
-"""Simulation over paths: discrete optimizers and Euler–Maruyama for their SDEs, one interface.
+"""One ``simulate`` for every optimizer and SDE model (STYLE §3; docs/simulate.md).
 
-STYLE §3: what is solved (an optimizer or an SDE model), how (the runner; EM with
-``dt = η/m``) and what is kept (observables at chosen steps) are separate.  Both
-runners advance from step ``k−1`` to step ``k`` (SDE time ``t = kη``), so their
-recordings compare one-for-one.  Nothing but the observables is stored.
+What is solved (a runner: the optimizer, or an SDE model with its solver), how (segments
+between record points, each run as compiled blocks or eagerly by
+:class:`~optsde.sde.compiled.Engine`) and what is kept (observables at chosen steps) are
+separate.  Nothing but the observables is stored.
+
+Record steps are stratified by default: one step drawn at random in each of ``points``
+equal strata of the run.  A recorder on a regular grid can alias a periodic orbit of the
+optimizer (SignSGD at κ ≳ 2 settles into period-2 orbits, docs/theory.md §8) and see one
+phase of it only; random steps in strata see every phase in proportion.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,96 +26,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from optsde.optimizers.base import (
-    DiscreteOptimizer,
-    Hyperparameters,
-    Schedule,
-    SDEModel,
-    State,
-    constant_schedule,
-)
+from optsde.optimizers.base import Hyperparameters, Schedule, State, constant_schedule
 from optsde.problems.base import GradientOracle
-
-DIVERGENCE_THRESHOLD = 1e30
-"""A coordinate beyond this magnitude counts as diverged (overflow is on its way)."""
-
-
-class Runner(Protocol):
-    name: str
-
-    def init_state(self, x0: Tensor) -> State: ...
-
-    def advance(
-        self,
-        state: State,
-        k: int,
-        oracle: GradientOracle,
-        hp: Hyperparameters,
-        schedule: Schedule,
-        generator: torch.Generator | None,
-    ) -> State:
-        """From step ``k − 1`` to step ``k``."""
-        ...
-
-
-@dataclass(frozen=True)
-class DiscreteRunner:
-    """The optimizer itself, with stochastic gradients from the oracle; method name ``optimizer``."""
-
-    optimizer: DiscreteOptimizer
-    name: str = "optimizer"
-
-    def init_state(self, x0: Tensor) -> State:
-        return self.optimizer.init_state(x0)
-
-    def advance(
-        self,
-        state: State,
-        k: int,
-        oracle: GradientOracle,
-        hp: Hyperparameters,
-        schedule: Schedule,
-        generator: torch.Generator | None,
-    ) -> State:
-        gradient = oracle.sample_gradient(state.x, generator)
-        return self.optimizer.step(state, gradient, hp, hp.lr * schedule(k - 1))
-
-
-@dataclass(frozen=True)
-class SDERunner:
-    """Euler–Maruyama for an SDE model, ``substeps`` steps of ``dt = η/substeps`` per optimizer step."""
-
-    model: SDEModel
-    substeps: int = 1
-
-    def __post_init__(self) -> None:
-        if self.substeps < 1:
-            raise ValueError(f"substeps must be a positive integer, got {self.substeps}")
-
-    @property
-    def name(self) -> str:
-        return self.model.name
-
-    def init_state(self, x0: Tensor) -> State:
-        return self.model.init_state(x0)
-
-    def advance(
-        self,
-        state: State,
-        k: int,
-        oracle: GradientOracle,
-        hp: Hyperparameters,
-        schedule: Schedule,
-        generator: torch.Generator | None,
-    ) -> State:
-        dt = hp.lr / self.substeps
-        for j in range(self.substeps):
-            step_time = (k - 1) + j / self.substeps  # in units of η
-            state = self.model.em_step(
-                state, step_time * hp.lr, dt, oracle, hp, schedule(step_time), generator
-            )
-        return state
-
+from optsde.sde.compiled import Engine, EngineReport
+from optsde.sde.solver import Runner, SolverError
 
 Observable = Callable[[State, GradientOracle], Tensor]
 """``(state, oracle)`` ↦ per-path values, ``(P,)`` or ``(P, d)``."""
@@ -133,10 +53,36 @@ DEFAULT_OBSERVABLES: dict[str, Observable] = {
     "x2": x_squared_observable,
 }
 
+SPACINGS = ("stratified", "linear", "log")
+
+
+def record_steps(steps: int, points: int = 100, spacing: str = "stratified") -> list[int]:
+    """Sorted distinct steps in ``[0, steps]`` to record at, both ends included.
+
+    ``stratified`` (the default): one step drawn uniformly in each of ``points`` equal
+    strata of ``[1, steps]``, from a stream fixed by ``(steps, points)`` so that a run is
+    reproducible; no period, so no aliasing.  ``linear``: a regular grid.  ``log``: a
+    geometric grid, dense early, for transients.
+    """
+    if spacing not in SPACINGS:
+        raise SolverError(f"record spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
+    if points >= steps:
+        return list(range(steps + 1))
+    if spacing == "log":
+        grid = np.unique(np.round(np.geomspace(1, max(steps, 1), points)).astype(int))
+        return sorted({0, *grid.tolist(), steps})
+    if spacing == "linear":
+        return sorted({int(round(v)) for v in np.linspace(0, steps, points)} | {steps})
+    edges = np.linspace(0, steps, points + 1).round().astype(int)
+    rng = np.random.default_rng(zlib.crc32(f"{steps}/{points}".encode()))
+    picks = {int(rng.integers(lo + 1, hi + 1)) for lo, hi in zip(edges[:-1], edges[1:], strict=True) if hi > lo}
+    return sorted({0, steps} | picks)
+
 
 @dataclass
 class Divergence:
-    """Paths that left the finite range: first seen at ``step`` (checked every few steps)."""
+    """Paths that left the finite range, first seen at ``step`` (looked for at every record point
+    and at the end of the run)."""
 
     step: int
     paths: int
@@ -152,6 +98,7 @@ class Recording:
     ``values[name]`` holds every path's value, shape ``(T, P)`` or ``(T, P, d)``;
     means and standard errors are over paths.  ``snapshots`` are the first few
     paths' states ``(T, n, d)``.  A diverged run is cut at its last finite record.
+    ``engine`` says which code ran it and what compiling cost.
     """
 
     method: str
@@ -161,6 +108,7 @@ class Recording:
     snapshots: np.ndarray
     divergence: Divergence | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    engine: dict[str, Any] = field(default_factory=dict)
 
     @property
     def times(self) -> np.ndarray:
@@ -180,24 +128,12 @@ class Recording:
         return values.std(axis=1, ddof=1) / np.sqrt(values.shape[1])
 
 
-def record_steps(steps: int, points: int = 100, spacing: str = "linear") -> list[int]:
-    """Sorted distinct steps in ``[0, steps]`` to record at, including both ends."""
-    if spacing == "log":
-        grid = np.unique(np.round(np.geomspace(1, max(steps, 1), points)).astype(int))
-        return sorted({0, *grid.tolist(), steps})
-    return sorted({int(round(v)) for v in np.linspace(0, steps, points)} | {steps})
-
-
 def _broadcast_start(x0: Tensor, paths: int) -> Tensor:
     if x0.ndim == 1:
         return x0.unsqueeze(0).expand(paths, -1).clone()
     if x0.shape[0] != paths:
-        raise ValueError(f"x0 has {x0.shape[0]} rows for {paths} paths")
+        raise SolverError(f"x0 has {x0.shape[0]} rows for {paths} paths")
     return x0.clone()
-
-
-def _diverged(x: Tensor) -> Tensor:
-    return ~(torch.isfinite(x) & (x.abs() < DIVERGENCE_THRESHOLD)).all(dim=-1)
 
 
 class Checkpoint(Protocol):
@@ -206,6 +142,8 @@ class Checkpoint(Protocol):
     def load(self) -> dict[str, Any] | None: ...
 
     def save(self, payload: dict[str, Any]) -> None: ...
+
+    def due(self) -> bool: ...
 
 
 @dataclass
@@ -249,30 +187,39 @@ def simulate(
     schedule: Schedule = constant_schedule,
     generator: torch.Generator | None = None,
     snapshot_paths: int = 4,
-    check_every: int = 10,
     progress: bool = False,
-    checkpoint: FileCheckpoint | None = None,
+    checkpoint: Checkpoint | None = None,
+    compile: str = "auto",
+    block: int = 16,
+    noise: str = "auto",
 ) -> Recording:
     """Run ``runner`` for ``steps`` optimizer steps over ``paths`` paths from ``x0``.
 
-    ``x0`` is one start ``(d,)`` shared by all paths or one per path ``(P, d)``; its
-    dtype and device decide the run's.  Divergence is checked at every record and
-    every ``check_every`` steps; on divergence the run stops and the recording
-    holds what was recorded before, with :attr:`Recording.divergence` set.
-    With a ``checkpoint``, progress is saved at record points (and on Ctrl-C) and
-    a saved run continues from where it stopped.
+    ``x0`` is one start ``(d,)`` shared by all paths or one per path ``(P, d)``; its dtype
+    and device decide the run's.  The run advances segment by segment between record
+    points (default: :func:`record_steps`, stratified), each segment as compiled blocks of
+    ``block`` steps or eagerly (``compile``: ``auto``, ``on``, ``off``; see
+    :mod:`optsde.sde.compiled`).  Divergence is looked for after every block; on divergence
+    the run stops and the recording holds what was recorded before, with
+    :attr:`Recording.divergence` set.  With a ``checkpoint``, progress is saved at record
+    points (and on Ctrl-C) and a saved run continues from where it stopped with the numbers
+    of an uninterrupted run.
     """
+    if paths < 1 or steps < 1:
+        raise SolverError(f"paths and steps must be positive integers, got paths={paths}, steps={steps}")
     observables = DEFAULT_OBSERVABLES if observables is None else observables
     record_set = set(record_steps(steps) if record_at is None else record_at)
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None and "recording" in saved:
         return saved["recording"]
     state = runner.init_state(_broadcast_start(x0, paths))
+    engine = Engine(runner, oracle, hp, schedule, generator, compile=compile, block=block, noise=noise)
+    engine.prepare(state, steps)
     recorded_steps: list[int] = []
     collected: dict[str, list[np.ndarray]] = {name: [] for name in observables}
     snapshots: list[np.ndarray] = []
     divergence: Divergence | None = None
-    first_step = 1
+    done = 0
     if saved is not None:
         state, recorded_steps, collected, snapshots = (
             saved["state"],
@@ -280,7 +227,7 @@ def simulate(
             saved["collected"],
             saved["snapshots"],
         )
-        first_step = saved["step"] + 1
+        done = saved["step"]
         if generator is not None:
             generator.set_state(saved["generator"])
     resume_point: dict[str, Any] | None = None
@@ -303,21 +250,21 @@ def simulate(
             if checkpoint.due():
                 checkpoint.save(resume_point)
 
-    if 0 in record_set and first_step == 1:
+    if 0 in record_set and done == 0:
         record(0)
-    bar = tqdm(total=steps, initial=first_step - 1, desc=runner.name, disable=not progress, leave=False)
+    ends = sorted({k for k in record_set if done < k <= steps} | {steps})
+    bar = tqdm(total=steps, initial=done, desc=runner.name, disable=not progress, leave=False)
     try:
         with torch.no_grad():
-            for k in range(first_step, steps + 1):
-                state = runner.advance(state, k, oracle, hp, schedule, generator)
-                if k in record_set or k % check_every == 0:
-                    bad = _diverged(state.x)
-                    if bool(bad.any()):
-                        divergence = Divergence(step=k, paths=int(bad.sum()))
-                        break
-                    if k in record_set:
-                        record(k)
-                bar.update(1)
+            for end in ends:
+                state, bad = engine.advance(state, done + 1, end - done)
+                bar.update(end - done)
+                done = end
+                if bad:
+                    divergence = Divergence(step=end, paths=bad)
+                    break
+                if end in record_set:
+                    record(end)
     except KeyboardInterrupt:
         if checkpoint is not None and resume_point is not None:
             checkpoint.save(resume_point)
@@ -332,7 +279,21 @@ def simulate(
         values={name: np.stack(vals) if vals else np.zeros((0, paths)) for name, vals in collected.items()},
         snapshots=np.stack(snapshots) if snapshots else np.zeros((0, 0, dim)),
         divergence=divergence,
+        engine=engine.report.to_dict(),
     )
     if checkpoint is not None:
         checkpoint.save({"recording": recording})
     return recording
+
+
+__all__ = [
+    "DEFAULT_OBSERVABLES",
+    "Checkpoint",
+    "Divergence",
+    "EngineReport",
+    "FileCheckpoint",
+    "Observable",
+    "Recording",
+    "record_steps",
+    "simulate",
+]

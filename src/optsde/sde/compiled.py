@@ -1,0 +1,261 @@
+"""Segments of a run as compiled blocks, with the randomness handed in (docs/simulate.md).
+
+An eager step of an adaptive SDE is some twenty small tensor operations, each a separate
+pass over the ``(P, d)`` state: at the sizes of the experiments the time goes into dispatch
+and memory traffic.  ``torch.compile`` (inductor: C++/OpenMP on a CPU, Triton on a GPU)
+turns a block of consecutive ``runner.advance`` calls into one kernel that reads the state
+once and writes it once.  Nothing here knows an optimizer or an SDE: the runner, the oracle
+and the hyperparameters are traced as they are.
+
+Randomness is an input (:mod:`optsde.randomness`): a probe step records what one step draws,
+and each block's draws are presampled by one call per draw site with the run's generator
+(the CPU default, and the eager path's too, so compiled and eager runs draw the same numbers),
+or drawn inside the kernel from the device generator reseeded per block (the GPU default).
+A block length compiles once; a segment of ``n`` steps runs as blocks of ``block`` steps and
+a remainder in blocks of ``block/4`` and single steps, so three lengths serve every segment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from optsde.optimizers.base import Hyperparameters, Schedule, State, constant_schedule
+from optsde.problems.base import GradientOracle
+from optsde.randomness import (
+    Draw,
+    GeneratorSource,
+    KernelSource,
+    NotPresampleable,
+    PresampledSource,
+    ProbeSource,
+    presample,
+)
+from optsde.sde.solver import Runner, SolverError
+
+NOISE_MODES = ("auto", "presampled", "in-kernel")
+COMPILE_MODES = ("auto", "on", "off")
+
+AUTO_COMPILE_ELEMENT_STEPS = {"cpu": 3e8, "cuda": 1e8}
+"""``compile="auto"`` compiles a run of at least this many element-steps (paths × d × EM
+steps).  Measured on 2 CPU cores (docs/simulate.md): compiling costs 5–10 s once per
+runner, and the compiled block is 3–10× faster than eager steps, so below this size the
+eager path finishes first."""
+
+
+_COMPILED: dict[tuple, tuple[object, Callable[..., tuple]]] = {}
+"""Compiled blocks by (runner, hyperparameters, oracle, length, noise mode, dtype, device, state
+layout), kept for the process so that repeated runs of one setting compile once.  The oracle is
+held beside its id so that a recycled id never reuses another oracle's code."""
+
+
+def chunk_sizes(n: int, block: int) -> list[int]:
+    """``n`` steps as blocks of ``block``, then of ``max(1, block // 4)``, then single steps."""
+    sizes = []
+    for size in dict.fromkeys((block, max(1, block // 4), 1)):
+        sizes += [size] * (n // size)
+        n %= size
+    return sizes
+
+
+@dataclass
+class EngineReport:
+    """Which code ran a simulation and what compiling cost (reported once, never hidden)."""
+
+    path: str = "eager"
+    noise: str = "generator"
+    block: int = 16
+    compile_seconds: float = 0.0
+    fallback_reason: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Engine:
+    """Advances one runner through segments of steps, compiled or eager, drawing its randomness
+    from ``generator`` (the global stream when None)."""
+
+    runner: Runner
+    oracle: GradientOracle
+    hp: Hyperparameters
+    schedule: Schedule = constant_schedule
+    generator: torch.Generator | None = None
+    compile: str = "auto"
+    block: int = 16
+    noise: str = "auto"
+    report: EngineReport = field(init=False)
+    _draws: list[Draw] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.block < 1:
+            raise SolverError(f"block must be a positive number of steps, got {self.block}")
+        if self.noise not in NOISE_MODES:
+            raise SolverError(f"noise must be one of {', '.join(NOISE_MODES)}, got {self.noise!r}")
+        if self.compile not in COMPILE_MODES:
+            raise SolverError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
+        self.report = EngineReport(block=self.block)
+
+    # ------------------------------------------------------------------ set-up
+
+    def prepare(self, state: State, steps: int) -> None:
+        """Decide compiled or eager and how noise is drawn, for a run of ``steps`` steps."""
+        x = state.x
+        pure = self.runner.compilable and getattr(self.oracle, "compilable", False)
+        if pure:
+            probe = ProbeSource()
+            factors = [1.0] * self.runner.substeps
+            try:
+                with torch.no_grad():
+                    self.runner.advance(state, 1, factors, self.oracle, self.hp, probe)
+                self._draws = probe.draws
+            except NotPresampleable:
+                pure = False
+        work = x.numel() * steps * self.runner.substeps
+        wanted = self.compile == "on" or (
+            self.compile == "auto" and work >= AUTO_COMPILE_ELEMENT_STEPS.get(x.device.type, 1e8)
+        )
+        if wanted and not pure:
+            self.report.fallback_reason = "the runner or the oracle is not pure torch; it runs eagerly"
+        elif wanted and not torch._dynamo.is_dynamo_supported():
+            self.report.fallback_reason = "torch.compile is not supported on this Python or platform"
+        elif wanted:
+            self.report.path = "compiled"
+        if self._draws is not None:
+            in_kernel = self.report.path == "compiled" and (
+                self.noise == "in-kernel" or (self.noise == "auto" and x.device.type != "cpu")
+            )
+            self.report.noise = "in-kernel" if in_kernel else "presampled"
+
+    # ------------------------------------------------------------------ running
+
+    def advance(self, state: State, first: int, steps: int) -> tuple[State, int]:
+        """From step ``first − 1`` to ``first − 1 + steps``; returns the state and the number of
+        diverged paths at the end (0 if none).  Divergence is looked for once per call, at the
+        segment's end: a check per block costs a pass over the state and, on a GPU, a wait."""
+        k = first
+        with self._kernel_seeds() as reseed:
+            for i, n in enumerate(chunk_sizes(steps, self.block)):
+                reseed(i)
+                state = self._chunk(state, k, n)
+                k += n
+        return state, int(diverged(state.x).sum())
+
+    def _factors(self, k: int, n: int) -> list[list[float]]:
+        m = self.runner.substeps
+        if self.schedule is constant_schedule:
+            return [[1.0] * m] * n
+        return [[self.schedule((k + i - 1) + j / m) for j in range(m)] for i in range(n)]
+
+    def _chunk(self, state: State, k: int, n: int) -> State:
+        factors = self._factors(k, n)
+        draws = None
+        if self.report.noise == "presampled":
+            draws = presample(self._draws or [], n, state.x, self.generator)
+        if self.report.path == "compiled":
+            saved = self.generator.get_state() if self.generator is not None else None
+            try:
+                return self._compiled_chunk(state, k, n, factors, draws)
+            except Exception as exc:
+                # Tracing and code generation fail in many ways; the compiled call does not
+                # touch its inputs, so the block reruns eagerly (with presampled noise, from
+                # the same draws), and raises again if the error was the model's own.
+                self.report.path = "eager"
+                self.report.fallback_reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+                if self.report.noise == "in-kernel":
+                    if self.generator is not None:
+                        self.generator.set_state(saved)
+                    self.report.noise = "presampled"
+                    draws = presample(self._draws or [], n, state.x, self.generator)
+        random = GeneratorSource(self.generator)
+        for i in range(n):
+            source = random if draws is None else PresampledSource(draws, i)
+            state = self.runner.advance(state, k + i, factors[i], self.oracle, self.hp, source)
+        return state
+
+    def _compiled_chunk(
+        self, state: State, k: int, n: int, factors: list[list[float]], draws: list[Tensor] | None
+    ) -> State:
+        x = state.x
+        key = (self.runner, self.hp, id(self.oracle), n, draws is None, x.dtype, x.device, state.m is None)
+        cached = _COMPILED.get(key)
+        first_call = cached is None or cached[0] is not self.oracle
+        started = time.perf_counter()
+        step = state.step if isinstance(state.step, Tensor) else torch.tensor(float(state.step), dtype=torch.float64)
+        arguments = (
+            x,
+            state.m,
+            state.v,
+            step.to(x.device),
+            torch.full((), float(k), dtype=torch.float64, device=x.device),
+            torch.tensor(factors, dtype=torch.float64).to(x.device, non_blocking=True),
+            draws,
+        )
+        if first_call:
+            for tensor in (x, state.m, state.v):
+                if tensor is not None:
+                    torch._dynamo.maybe_mark_dynamic(tensor, 0)
+            for tensor in draws or []:
+                torch._dynamo.maybe_mark_dynamic(tensor, 1)
+            _COMPILED[key] = (self.oracle, torch.compile(self._block_function(n), fullgraph=True))
+        out = _COMPILED[key][1](*arguments)
+        if first_call:
+            self.report.compile_seconds += time.perf_counter() - started
+        return State(x=out[0], m=out[1], v=out[2], step=out[3])
+
+    def _block_function(self, n: int) -> Callable[..., tuple]:
+        runner, oracle, hp = self.runner, self.oracle, self.hp
+
+        def block(
+            x: Tensor,
+            m: Tensor | None,
+            v: Tensor | None,
+            step: Tensor,
+            k: Tensor,
+            factors: Tensor,
+            draws: list[Tensor] | None,
+        ) -> tuple:
+            state = State(x=x, m=m, v=v, step=step)
+            for i in range(n):
+                source = KernelSource() if draws is None else PresampledSource(draws, i)
+                state = runner.advance(state, k + i, factors[i], oracle, hp, source)
+            return state.x, state.m, state.v, state.step
+
+        # Dynamo keeps its compiled variants per code object, up to a small limit; a private
+        # copy of the code gives each engine and block length its own budget.
+        return types.FunctionType(
+            block.__code__.replace(), block.__globals__, block.__name__, block.__defaults__, block.__closure__
+        )
+
+    @contextlib.contextmanager
+    def _kernel_seeds(self) -> Iterator[Callable[[int], None]]:
+        """``reseed(i)`` seeds the device generator that compiled kernels draw from, for block
+        ``i``, from one draw of the run's generator; afterwards the global stream is restored."""
+        if self.report.noise != "in-kernel" or self.generator is None:
+            yield lambda i: None
+            return
+        device = self.generator.device
+        base = int(torch.randint(0, 2**62, (), generator=self.generator, device=device))
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            with torch.random.fork_rng(devices=[index], device_type="cuda"):
+                yield lambda i: torch.cuda.default_generators[index].manual_seed(base + i)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                yield lambda i: torch.default_generator.manual_seed(base + i)
+
+
+DIVERGENCE_THRESHOLD = 1e30
+"""A coordinate beyond this magnitude counts as diverged (overflow is on its way)."""
+
+
+def diverged(x: Tensor) -> Tensor:
+    """Per path: has any coordinate become NaN, infinite or astronomically large?"""
+    return ~(torch.isfinite(x) & (x.abs() < DIVERGENCE_THRESHOLD)).all(dim=-1)
