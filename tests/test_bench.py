@@ -37,7 +37,7 @@ from optsde.bench import (
 )
 from optsde.cli import main
 from optsde.fused import FusedError, FusedSDERunner, _ReplayNormals
-from optsde.integrate import SDERunner, simulate
+from optsde.sde import SDERunner, simulate
 from optsde.noise import StudentTNoise
 from optsde.optimizers import Hyperparameters, constant_schedule
 from optsde.optimizers.adam import ADAM_SDES

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from optsde.cli import main
-from optsde.integrate import DiscreteRunner, FileCheckpoint, loss_observable, simulate
+from optsde.sde import DiscreteRunner, FileCheckpoint, loss_observable, simulate
 from optsde.noise import GaussianNoise
 from optsde.optimizers import OPTIMIZERS, Hyperparameters
 from optsde.problems import NoisyProblem, Quadratic

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from optsde.integrate import DiscreteRunner, SDERunner, simulate
+from optsde.sde import DiscreteRunner, SDERunner, simulate
 from optsde.optimizers import Hyperparameters, get_optimizer
 from optsde.problems import GradientOracle, ProblemError
 from optsde.problems.datasets import DatasetError, breast_cancer, digits, load_dataset

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from optsde.integrate import DiscreteRunner, simulate
+from optsde.sde import DiscreteRunner, simulate
 from optsde.noise import GaussianNoise
 from optsde.optimizers import OPTIMIZERS, HyperparameterError, Hyperparameters, get_optimizer
 from optsde.optimizers.adam import ADAM_SPEC, ADAMW_SPEC, AdamW

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import Z_TOL, Estimate, assert_agree, estimate, ratio
-from optsde.integrate import (
+from optsde.sde import (
     DIVERGENCE_THRESHOLD,
     DiscreteRunner,
     Recording,

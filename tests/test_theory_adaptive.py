@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from optsde.fidelity import stationary_mean
-from optsde.integrate import DiscreteRunner, Observable, SDERunner, record_steps, simulate
+from optsde.sde import DiscreteRunner, Observable, SDERunner, record_steps, simulate
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, State, get_optimizer
 from optsde.problems.analytic import NoisyProblem, Quadratic

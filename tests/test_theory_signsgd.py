@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from optsde.errors import OptsdeError
-from optsde.integrate import DEFAULT_OBSERVABLES, DiscreteRunner, Recording, SDERunner, record_steps, simulate
+from optsde.sde import DEFAULT_OBSERVABLES, DiscreteRunner, Recording, SDERunner, record_steps, simulate
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, State
 from optsde.optimizers.sgd import SGD_SPEC
