@@ -53,6 +53,7 @@ class Within:
     """``|value − target| ≤ rel·|target|``, or within ``z`` combined SE.
 
     Inconclusive when ``z·SE > |target|``: the Monte Carlo cannot tell the value from 0 or 2× the target.
+    For a target of 0 use ``Matches(resolution=…)``: a relative tolerance of 0 has no scale.
     """
 
     rel: float
