@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from conftest import Z_TOL
+from optsde.analysis import Estimate, ratio
 from optsde.cli import main
 from optsde.cli.scale import register
 from optsde.errors import OptsdeError
 from optsde.experiments.base import Context, get_experiment
 from optsde.experiments.scaling_quadratic import QuadraticSetup, run_group
-from optsde.fidelity import ratio_with_error
 from optsde.optimizers import Hyperparameters, get_optimizer
 from optsde.problems.charlm import (
     TinyGPT,
@@ -248,6 +248,12 @@ def test_scale_command_errors_are_one_line_exit_2(argv: list[str], message: str,
 SETUP = QuadraticSetup(hessian=(1.0, 2.0), sigma=2.0, batch=4, x0=0.2, steps=3000, paths=1000, burn_in=0.4)
 
 
+def ratio_change(run: tuple[float, float], base: tuple[float, float]) -> tuple[float, float]:
+    """``run/base − 1`` and its SE for two independent (mean, SE) levels."""
+    change = ratio(Estimate(*run), Estimate(*base)) - 1.0
+    return change.value, change.se
+
+
 def context(name: str, **params) -> Context:
     return Context(experiment=name, params=params, seed=0)
 
@@ -257,7 +263,7 @@ def optimizer_ratios(beta1: float, deltas, variants):
     hp = Hyperparameters(lr=0.0025, beta1=beta1, beta2=0.999, eps=1e-8, weight_decay=1.0)
     runs = run_group(context("test"), spec, SETUP, hp, deltas, variants, models=(), label=f"b{beta1}")
     base = runs[("base", 1.0)].stationary["optimizer"]
-    ratios = {key: ratio_with_error(*run.stationary["optimizer"], *base) for key, run in runs.items()}
+    ratios = {key: ratio_change(run.stationary["optimizer"], base) for key, run in runs.items()}
     return runs, ratios
 
 
@@ -310,8 +316,8 @@ def test_refined_sde_predicts_the_optimizers_ratio_for_every_variant() -> None:
     base = runs[("base", 1.0)].stationary
     for variant in variants:
         run = runs[(variant, 2.0)].stationary
-        opt = ratio_with_error(*run["optimizer"], *base["optimizer"])
-        sde = ratio_with_error(*run["sde-refined"], *base["sde-refined"])
+        opt = ratio_change(run["optimizer"], base["optimizer"])
+        sde = ratio_change(run["sde-refined"], base["sde-refined"])
         # SPEC §3: the refined SDE is within 1–2% of the optimizer; each level carries that error.
         assert abs(opt[0] - sde[0]) <= Z_TOL * math.hypot(opt[1], sde[1]) + 0.04, variant
 

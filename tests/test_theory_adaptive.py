@@ -2,7 +2,7 @@
 
 Ground truth is the discrete optimizer (itself checked against torch.optim elsewhere)
 or the SDE integrated with sub-steps.  Stationary second moments are per-path time
-averages after burn-in (``optsde.fidelity.stationary_mean``), so their standard
+averages after burn-in (``optsde.analysis.recording_mean``), so their standard
 errors come from independent paths.  A closed form passes if it is within its
 stated accuracy plus three standard errors; each check also demands a standard
 error small against that accuracy, so a failure of the formula cannot hide in noise.
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from optsde.fidelity import stationary_mean
+from optsde.analysis import recording_mean
 from optsde.sde import DiscreteRunner, Observable, SDERunner, record_steps, simulate
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, State, get_optimizer
@@ -85,9 +85,9 @@ def stationary_second_moments(
         generator=torch.Generator().manual_seed(seed),
     )
     assert rec.divergence is None
-    moments = [stationary_mean(rec, f"x2_{i}", burn_in=0.3) for i in range(len(h))]
-    loss, loss_se = stationary_mean(rec, "loss", burn_in=0.3)
-    return np.array([m for m, _ in moments]), np.array([e for _, e in moments]), loss, loss_se
+    moments = [recording_mean(rec, f"x2_{i}", burn_in=0.3) for i in range(len(h))]
+    loss = recording_mean(rec, "loss", burn_in=0.3)
+    return np.array([m.value for m in moments]), np.array([m.se for m in moments]), loss.value, loss.se
 
 
 def assert_close(measured: np.ndarray, se: np.ndarray, predicted: np.ndarray, tolerance: float) -> None:

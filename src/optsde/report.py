@@ -157,7 +157,7 @@ def loss_figure(
 
 
 def fidelity_table(summary: dict[str, dict[str, Any]]) -> list[str]:
-    """Markdown table of :func:`optsde.fidelity.fidelity_summary`."""
+    """Markdown table of :func:`optsde.analysis.fidelity_summary`."""
     lines = [
         "| method | max rel. gap of E f | mean rel. gap | stationary loss rel. error |",
         "|---|---|---|---|",

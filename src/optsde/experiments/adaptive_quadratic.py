@@ -20,8 +20,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from optsde.analysis import recording_mean
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
-from optsde.fidelity import stationary_mean
 from optsde.sde import Recording, record_steps
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, get_optimizer
@@ -283,12 +283,16 @@ def run(ctx: Context) -> None:
             if problem_name == "quadratic":
                 predicted = _predicted_losses(optimizer, models, np.asarray(ctx["hessian"]), s, hp)
                 measured = {
-                    m: stationary_mean(rec, "loss", ctx["burn_in"])
+                    m: recording_mean(rec, "loss", ctx["burn_in"])
                     for m, rec in cmp.recordings.items()
                     if rec.divergence is None
                 }
                 summary["stationary_loss"] = {
-                    m: {"measured": measured[m][0], "measured_se": measured[m][1], "predicted": predicted[m]}
+                    m: {
+                        "measured": measured[m].value,
+                        "measured_se": measured[m].se,
+                        "predicted": predicted[m],
+                    }
                     for m in measured
                 }
                 result.say(

@@ -26,8 +26,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from optsde.analysis import burn_in_mask
 from optsde.experiments.base import Comparison, Context, ExperimentError, experiment
-from optsde.fidelity import burn_in_mask
 from optsde.sde import DiscreteRunner, Recording, record_steps, simulate
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer

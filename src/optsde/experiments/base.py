@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
+from optsde.analysis import fidelity_summary
 from optsde.errors import OptsdeError
-from optsde.fidelity import fidelity_summary
 from optsde.sde import (
     DiscreteRunner,
     FileCheckpoint,

@@ -10,8 +10,8 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
+from optsde.analysis import recording_mean
 from optsde.experiments.base import Context, ExperimentError, compare
-from optsde.fidelity import stationary_mean
 from optsde.sde import record_steps
 from optsde.noise import GaussianNoise, StudentTNoise
 from optsde.optimizers import Hyperparameters, get_optimizer
@@ -111,11 +111,12 @@ def custom_comparison(ctx: Context) -> int:
     for rec in comparison.recordings.values():
         result.add_recording("main", rec)
     result.summary.update(comparison.summary())
-    result.summary["stationary_loss"] = {
-        method: dict(zip(("mean", "stderr"), stationary_mean(rec), strict=True))
+    stationary = {
+        method: recording_mean(rec)
         for method, rec in comparison.recordings.items()
         if rec.divergence is None and len(rec.steps) > 1
     }
+    result.summary["stationary_loss"] = {m: {"mean": e.value, "stderr": e.se} for m, e in stationary.items()}
     title = f"{spec.name} on a {params['problem']}, {params['noise']} noise σ={params['sigma']:g}"
     result.figures["loss"] = loss_figure(comparison.recordings, title)
     if problem.dim >= 2:

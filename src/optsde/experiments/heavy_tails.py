@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from optsde.analysis import recording_mean
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
 from optsde.experiments.noise_resilience import (
     OPTIMIZER_COLORS,
@@ -32,7 +33,6 @@ from optsde.experiments.noise_resilience import (
     run_length,
     stratified_steps,
 )
-from optsde.fidelity import stationary_mean
 from optsde.sde import Recording, SDERunner, loss_observable, x_observable
 from optsde.noise import StudentTNoise
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
@@ -110,13 +110,13 @@ def method_stats(
     ``se_reliable`` is False where the loss has a mean but no variance: the SE of the mean
     is then computed all the same, but it understates the uncertainty.
     """
-    mean, se = stationary_mean(rec, "loss", params["burn_in"])
+    stationary = recording_mean(rec, "loss", params["burn_in"])
     window = pooled_values(rec, "loss", params["burn_in"])
     quant = group_quantiles(window, params["quantiles"], params["groups"])
     median = group_quantiles(window, [0.5], params["groups"])
     return {
-        "mean": mean,
-        "stderr": se,
+        "mean": stationary.value,
+        "stderr": stationary.se,
         "mean_finite": mean_finite,
         "se_reliable": se_reliable,
         "median": median["values"][0],

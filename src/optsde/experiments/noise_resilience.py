@@ -26,9 +26,9 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from optsde.analysis import burn_in_mask, recording_mean
 from optsde.errors import OptsdeError
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
-from optsde.fidelity import burn_in_mask, stationary_mean
 from optsde.sde import Recording, loss_observable
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
@@ -323,8 +323,11 @@ def sigma_point(
     for method, rec in comparison.recordings.items():
         ctx.result.add_recording(panel, rec, ("loss",))
         if rec.divergence is None:
-            mean, se = stationary_mean(rec, "loss", params["burn_in"])
-            entry.setdefault("stationary_loss", {})[method] = {"mean": mean, "stderr": se}
+            stationary = recording_mean(rec, "loss", params["burn_in"])
+            entry.setdefault("stationary_loss", {})[method] = {
+                "mean": stationary.value,
+                "stderr": stationary.se,
+            }
     return entry, comparison
 
 
@@ -587,7 +590,7 @@ def settling_figure(curves: dict[tuple[str, float], dict[str, Recording]], param
             for method, rec in recordings.items():
                 if rec.divergence is not None or len(rec.steps) < 2:
                     continue
-                level = stationary_mean(rec, "loss", params["burn_in"])[0]
+                level = recording_mean(rec, "loss", params["burn_in"]).value
                 if level <= 0:
                     continue
                 ax.plot(

@@ -30,8 +30,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from optsde.analysis import Estimate, ratio, recording_mean
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
-from optsde.fidelity import ratio_with_error, stationary_mean
 from optsde.sde import loss_observable, record_steps
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
@@ -160,7 +160,8 @@ def run_group(
         )
         for method, rec in comparison.recordings.items():
             if rec.divergence is None:
-                run.stationary[method] = stationary_mean(rec, "loss", setup.burn_in)
+                stationary = recording_mean(rec, "loss", setup.burn_in)
+                run.stationary[method] = (stationary.value, stationary.se)
         runs[(variant, delta)] = run
     return runs
 
@@ -176,7 +177,8 @@ def loss_ratio(
         return run.closed_form / base.closed_form - 1.0, 0.0
     if method not in run.stationary or method not in base.stationary:
         return None
-    return ratio_with_error(*run.stationary[method], *base.stationary[method])
+    change = ratio(Estimate(*run.stationary[method]), Estimate(*base.stationary[method])) - 1.0
+    return change.value, change.se
 
 
 def verdict(change: tuple[float, float] | None) -> str:

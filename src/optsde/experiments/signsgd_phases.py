@@ -27,8 +27,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from optsde.analysis import fidelity_summary, pair_fidelity
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
-from optsde.fidelity import fidelity_summary, pair_fidelity
 from optsde.sde import DEFAULT_OBSERVABLES, Recording, record_steps
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters
