@@ -42,7 +42,7 @@ from optsde.analysis import (
     stationary_window,
     time_averaged_gap,
 )
-from optsde.integrate import Recording
+from optsde.sde import Recording
 
 REPS = 400
 Z_BINOMIAL = 4.0

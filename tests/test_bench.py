@@ -36,13 +36,12 @@ from optsde.bench import (
     write_json,
 )
 from optsde.cli import main
-from optsde.fused import FusedError, FusedSDERunner, _ReplayNormals
-from optsde.sde import SDERunner, simulate
 from optsde.noise import StudentTNoise
-from optsde.optimizers import Hyperparameters, constant_schedule
+from optsde.optimizers import Hyperparameters
 from optsde.optimizers.adam import ADAM_SDES
 from optsde.optimizers.signsgd import student_t_sde
 from optsde.problems import NoisyProblem, Quadratic
+from optsde.sde import Engine, SDERunner, SolverError, record_steps, simulate
 
 pytest.importorskip("torchsde")
 
@@ -63,6 +62,7 @@ REQUIRED_FIELDS = {
 
 FAST_RELAXING = Hyperparameters(lr=0.01, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.1)
 """ρ₁ = 10, ρ₂ = 1: stationary by t ≈ 5 (500 steps), so a stationary check stays cheap."""
+ORACLE, _, _ = bench_problem(3)
 
 
 # --- records and command line ---------------------------------------------------------------
@@ -116,10 +116,13 @@ def test_settings_refuse_impossible_values():
         BenchSettings(steps=0)
     with pytest.raises(BenchError, match="threads"):
         BenchSettings(threads=0)
-    with pytest.raises(FusedError, match="block"):
-        FusedSDERunner(ADAM_SDES["paper"], block=0)
-    with pytest.raises(FusedError, match="noise"):
-        FusedSDERunner(ADAM_SDES["paper"], noise="fast")
+    runner = SDERunner(ADAM_SDES["paper"])
+    with pytest.raises(SolverError, match="block"):
+        Engine(runner, ORACLE, BENCH_HYPERPARAMETERS, block=0)
+    with pytest.raises(SolverError, match="noise"):
+        Engine(runner, ORACLE, BENCH_HYPERPARAMETERS, noise="fast")
+    with pytest.raises(SolverError, match="compile"):
+        Engine(runner, ORACLE, BENCH_HYPERPARAMETERS, compile="maybe")
 
 
 # --- the torchsde twin is the same SDE ---------------------------------------------------------
@@ -161,105 +164,83 @@ def test_torchsde_twin_and_sde_runner_agree_in_distribution(hp, steps, checkpoin
             )
 
 
-# --- the fused integrator ----------------------------------------------------------------------
+# --- compiled segments ------------------------------------------------------------------------
 
-ORACLE, _, _ = bench_problem(3)
 BLOCK, SUBSTEPS = 4, 2
 
 
-@pytest.fixture(scope="module")
-def fused_runner():
-    """One compiled variant (block of 4 steps × 2 substeps, float64) shared by the tests below."""
-    return FusedSDERunner(ADAM_SDES["paper"], substeps=SUBSTEPS, block=BLOCK, noise="presampled")
-
-
-@needs_compiler
-def test_compiled_block_equals_eager_steps_on_the_same_normals(fused_runner):
-    paths, seed = 64, 5
+def _run(runner, compile: str, seed: int, paths: int = 64, steps: int = 200, **kw):
+    """``simulate`` with 12 stratified records (so segments of many lengths, every block size)."""
     x0 = torch.linspace(-1.0, 2.0, paths * 3, dtype=torch.float64).reshape(paths, 3)
-    fused = fused_runner.advance_block(
-        fused_runner.init_state(x0),
-        1,
-        3 * BLOCK,
+    return simulate(
+        runner,
         ORACLE,
         FAST_RELAXING,
+        x0,
+        paths=paths,
+        steps=steps,
         generator=torch.Generator().manual_seed(seed),
+        compile=compile,
+        block=BLOCK,
+        record_at=record_steps(steps, 12),
+        **kw,
     )
-    assert fused_runner.path == "compiled", fused_runner.fallback_reason
-
-    # The reference: SDERunner's eager steps, fed the normals the presampled contract promises.
-    eager, state = SDERunner(ADAM_SDES["paper"], SUBSTEPS), None
-    state = eager.init_state(x0)
-    draws = torch.Generator().manual_seed(seed)
-    for block in range(3):
-        normals = torch.randn((BLOCK * SUBSTEPS, paths, 3), generator=draws, dtype=torch.float64)
-        with torch.no_grad(), _ReplayNormals(normals):
-            for k in range(1 + block * BLOCK, 1 + (block + 1) * BLOCK):
-                state = eager.advance(state, k, ORACLE, FAST_RELAXING, constant_schedule, None)
-    for name, a, b in zip("xmv", fused[:3], state[:3], strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=f"{name} differs")
-
-
-def _stationary_loss(runner, steps: int, seed: int, paths: int = 2000) -> np.ndarray:
-    """Per-path time average of f over the second half of ``steps`` (recorded every 40 steps,
-    a whole number of blocks, so no second block length is compiled)."""
-    x0 = torch.ones(paths, 3, dtype=torch.float64)
-    state, losses = runner.init_state(x0), []
-    generator = torch.Generator().manual_seed(seed)
-    for first in range(1, steps + 1, 40):
-        if isinstance(runner, FusedSDERunner):
-            state = runner.advance_block(state, first, 40, ORACLE, FAST_RELAXING, generator=generator)
-        else:
-            with torch.no_grad():
-                for k in range(first, first + 40):
-                    state = runner.advance(state, k, ORACLE, FAST_RELAXING, constant_schedule, generator)
-        if first + 39 > steps // 2:
-            losses.append(ORACLE.loss(state.x))
-    return torch.stack(losses).mean(dim=0).numpy()
 
 
 @needs_compiler
-def test_compiled_runner_has_the_eager_stationary_loss(fused_runner):
-    steps = 1000  # t = 10: stationary after ρ₂ t ≈ 5
-    fused = _stationary_loss(fused_runner, steps, seed=21)
-    assert fused_runner.path == "compiled"
-    eager = _stationary_loss(SDERunner(ADAM_SDES["paper"], SUBSTEPS), steps, seed=22)
-    assert_agree(estimate(fused), estimate(eager), what="stationary loss, compiled vs eager")
+@pytest.mark.parametrize("key", ["paper", "refined"])
+def test_compiled_segments_equal_eager_steps_on_the_same_draws(key):
+    """The compiled path runs the same map on the same presampled draws as the eager path:
+    recordings equal to rounding, for every block length a segment is cut into."""
+    runner = SDERunner(ADAM_SDES[key], SUBSTEPS)
+    compiled, eager = _run(runner, "on", seed=5), _run(runner, "off", seed=5)
+    assert compiled.engine["path"] == "compiled", compiled.engine["fallback_reason"]
+    assert eager.engine["path"] == "eager" and eager.engine["noise"] == "presampled"
+    assert len(set(np.diff(compiled.steps))) > 3  # stratified: segments of several lengths
+    for name in ("loss", "x", "x2"):
+        np.testing.assert_allclose(compiled.values[name], eager.values[name], rtol=1e-10, atol=1e-12)
+
+
+@needs_compiler
+def test_compiled_discrete_optimizer_equals_its_eager_steps():
+    from optsde.optimizers.adam import AdamW
+    from optsde.sde import DiscreteRunner
+
+    runner = DiscreteRunner(AdamW())
+    compiled, eager = _run(runner, "on", seed=6), _run(runner, "off", seed=6)
+    assert compiled.engine["path"] == "compiled", compiled.engine["fallback_reason"]
+    np.testing.assert_allclose(compiled.values["x"], eager.values["x"], rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.slow
 @needs_compiler
 def test_in_kernel_noise_is_seeded_and_has_the_eager_stationary_loss():
-    runner = FusedSDERunner(ADAM_SDES["paper"], substeps=SUBSTEPS, block=BLOCK, noise="in-kernel")
-    x0 = torch.ones(256, 3, dtype=torch.float64)
-    runs = [
-        runner.advance_block(
-            runner.init_state(x0), 1, 8, ORACLE, FAST_RELAXING, generator=torch.Generator().manual_seed(s)
-        )
-        for s in (1, 1, 2)
-    ]
-    assert runner.path == "compiled", runner.fallback_reason
-    torch.testing.assert_close(runs[0].x, runs[1].x, rtol=0, atol=0)
-    assert not torch.allclose(runs[0].x, runs[2].x)
-    fused = _stationary_loss(runner, 1000, seed=31)
-    eager = _stationary_loss(SDERunner(ADAM_SDES["paper"], SUBSTEPS), 1000, seed=32)
-    assert_agree(estimate(fused), estimate(eager), what="stationary loss, in-kernel noise vs eager")
+    runner = SDERunner(ADAM_SDES["paper"], SUBSTEPS)
+    runs = [_run(runner, "on", seed=s, paths=256, steps=8, noise="in-kernel") for s in (1, 1, 2)]
+    assert runs[0].engine["path"] == "compiled" and runs[0].engine["noise"] == "in-kernel"
+    np.testing.assert_array_equal(runs[0].values["x"], runs[1].values["x"])
+    assert not np.allclose(runs[0].values["x"], runs[2].values["x"])
+    kw = {"paths": 2000, "steps": 1000, "noise": "in-kernel"}  # t = 10: stationary after ρ₂ t ≈ 5
+    fused = _run(runner, "on", seed=31, **kw)
+    eager = _run(runner, "off", seed=32, **{**kw, "noise": "auto"})
+    half = fused.steps > 500
+    assert_agree(
+        estimate(fused.values["loss"][half].mean(axis=0)),
+        estimate(eager.values["loss"][half].mean(axis=0)),
+        what="stationary loss, in-kernel noise vs eager",
+    )
 
 
 def test_a_model_that_cannot_compile_runs_eagerly_with_the_same_numbers():
-    """The Student-t SignSGD SDE calls scipy, which torch.compile cannot trace."""
+    """The Student-t SignSGD SDE calls scipy, which torch.compile cannot trace: asked to compile,
+    the engine says so and runs the eager path, with the numbers of an eager run."""
     oracle = NoisyProblem(Quadratic(torch.tensor([1.0, 2.0])), StudentTNoise(2, nu=3.0))
     hp = Hyperparameters(lr=0.01)
     x0 = torch.ones(16, 2, dtype=torch.float64)
-    model = student_t_sde(3.0)
-    runner = FusedSDERunner(model, block=4)
-    fused = runner.advance_block(
-        runner.init_state(x0), 1, 8, oracle, hp, generator=torch.Generator().manual_seed(3)
-    )
-    assert runner.path == "eager" and runner.fallback_reason
-    reference, state = SDERunner(model), SDERunner(model).init_state(x0)
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for k in range(1, 9):
-            state = reference.advance(state, k, oracle, hp, constant_schedule, generator)
-    torch.testing.assert_close(fused.x, state.x, rtol=0, atol=0)
+    runner = SDERunner(student_t_sde(3.0))
+    runs = [
+        simulate(runner, oracle, hp, x0, paths=16, steps=8, generator=torch.Generator().manual_seed(3), compile=c)
+        for c in ("on", "off")
+    ]
+    assert runs[0].engine["path"] == "eager" and runs[0].engine["fallback_reason"]
+    np.testing.assert_array_equal(runs[0].values["x"], runs[1].values["x"])

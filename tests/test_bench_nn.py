@@ -37,15 +37,15 @@ TINY = {"models": ("mlp",), "n": 8, "paths": 2, "repeats": 1, "warmup": 0}
 
 
 def test_records_cover_every_sde_and_variance_path(monkeypatch):
-    # Every oracle call of a timed step must see a new x: record the points ∇f is asked for.
+    # Every oracle evaluation of a timed SDE step must see a new x: record the points asked for.
     seen: list[torch.Tensor] = []
-    grad = NetworkProblem.grad
+    evaluate = NetworkProblem.evaluate
 
-    def recording_grad(self: NetworkProblem, x: torch.Tensor) -> torch.Tensor:
+    def recording_evaluate(self: NetworkProblem, x: torch.Tensor, *args):
         seen.append(x.clone())
-        return grad(self, x)
+        return evaluate(self, x, *args)
 
-    monkeypatch.setattr(NetworkProblem, "grad", recording_grad)
+    monkeypatch.setattr(NetworkProblem, "evaluate", recording_evaluate)
     settings = NNBenchSettings(**{**TINY, "repeats": 3})
     records = run_nn_benchmark(settings)
 

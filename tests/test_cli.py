@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from optsde.cli import main
-from optsde.sde import DiscreteRunner, FileCheckpoint, loss_observable, simulate
 from optsde.noise import GaussianNoise
 from optsde.optimizers import OPTIMIZERS, Hyperparameters
 from optsde.problems import NoisyProblem, Quadratic
+from optsde.sde import DiscreteRunner, FileCheckpoint, loss_observable, simulate
 
 SMALL = ["--steps", "300", "--paths", "32", "--no-progress"]
 

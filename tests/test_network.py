@@ -16,12 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from optsde.sde import DiscreteRunner, SDERunner, simulate
 from optsde.optimizers import Hyperparameters, get_optimizer
 from optsde.problems import GradientOracle, ProblemError
 from optsde.problems.datasets import DatasetError, breast_cancer, digits, load_dataset
 from optsde.problems.models import ARCHITECTURES, MLP, ModelError, build_model, count_parameters
 from optsde.problems.network import NetworkProblem, network_problem
+from optsde.problems.base import NEEDS
+from optsde.randomness import GeneratorSource
+from optsde.sde import DiscreteRunner, SDERunner, simulate
 
 DTYPE = torch.float64
 
@@ -193,15 +195,19 @@ def test_minibatches_are_independent_across_paths_and_without_repeats():
     assert len({tuple(sorted(row.tolist())) for row in index}) == 50
 
 
-def test_cache_is_shared_within_a_step_and_invalidated_by_change():
+def test_one_evaluation_answers_every_need_as_the_separate_methods_do():
+    """A step asks ``evaluate`` once; its answers are the separate methods' answers at ``x``
+    (the noise sample from the same draws), and an in-place change of ``x`` is seen."""
     problem = tiny_problem()
     x = start(problem, paths=2)
-    first = problem.grad(x)
-    assert problem.grad(x) is first
-    x.add_(0.1)  # in place: version changes
-    second = problem.grad(x)
-    assert second is not first
-    assert torch.allclose(second, tiny_problem().grad(x.clone()), rtol=1e-12)
+    at = problem.evaluate(x, NEEDS, GeneratorSource(torch.Generator().manual_seed(4)))
+    torch.testing.assert_close(at.grad, problem.grad(x))
+    torch.testing.assert_close(at.variance, problem.noise_variance(x))
+    torch.testing.assert_close(at.scale, problem.noise_scale(x))
+    torch.testing.assert_close(at.expected_sign, problem.expected_sign(x))
+    torch.testing.assert_close(at.noise, problem.gaussian_noise(x, torch.Generator().manual_seed(4)))
+    x.add_(0.1)
+    assert not torch.allclose(problem.evaluate(x, frozenset({"grad"}), GeneratorSource()).grad, at.grad)
 
 
 def test_expected_sign_is_erf_and_finite_where_noise_vanishes():

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from optsde.sde import DiscreteRunner, simulate
 from optsde.noise import GaussianNoise
 from optsde.optimizers import OPTIMIZERS, HyperparameterError, Hyperparameters, get_optimizer
 from optsde.optimizers.adam import ADAM_SPEC, ADAMW_SPEC, AdamW
@@ -22,6 +21,7 @@ from optsde.optimizers.rmsprop import RMSPROP_SPEC, RMSPROPW_SPEC, RMSpropW
 from optsde.optimizers.sgd import SGD, SGD_SPEC
 from optsde.optimizers.signsgd import SIGNSGD_SPEC, SignSGD
 from optsde.problems import NoisyProblem, Quadratic
+from optsde.sde import DiscreteRunner, simulate
 
 PATHS, DIM, STEPS = 3, 5, 60  # ≥ 50 steps so Adam's bias correction 1/(1 − β^k) changes a lot
 
@@ -233,7 +233,10 @@ def test_signsgd_matches_spec_formula(kind):
 
 
 class ReplayedNoise:
-    """Gradient noise replayed from a list, so torch can be fed exactly what optsde saw."""
+    """Gradient noise replayed from a list, so torch can be fed exactly what optsde saw.
+    A Python side effect per call: not compilable, so the engine runs it step by step."""
+
+    compilable = False
 
     def __init__(self, problem: NoisyProblem, noise: list[torch.Tensor]):
         self.problem, self.noise, self.calls = problem, noise, 0

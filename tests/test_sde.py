@@ -17,14 +17,6 @@ import pytest
 import torch
 
 from conftest import Z_TOL, Estimate, assert_agree, estimate, ratio
-from optsde.sde import (
-    DIVERGENCE_THRESHOLD,
-    DiscreteRunner,
-    Recording,
-    SDERunner,
-    record_steps,
-    simulate,
-)
 from optsde.noise import GaussianNoise, StudentTNoise
 from optsde.optimizers import OPTIMIZERS, Hyperparameters, State
 from optsde.optimizers.adam import ADAMW_SPEC
@@ -32,6 +24,16 @@ from optsde.optimizers.rmsprop import RMSPROPW_SPEC
 from optsde.optimizers.sgd import SGD_SPEC
 from optsde.optimizers.signsgd import SIGNSGD_SPEC, PhaseThresholds, phase2_drift_bounds, student_t_sde
 from optsde.problems import NoisyProblem, Quadratic
+from optsde.randomness import GeneratorSource
+from optsde.sde import (
+    DIVERGENCE_THRESHOLD,
+    DiscreteRunner,
+    EulerMaruyama,
+    Recording,
+    SDERunner,
+    record_steps,
+    simulate,
+)
 
 
 def loss_only(state: State, oracle) -> torch.Tensor:
@@ -162,20 +164,20 @@ def test_signsgd_sde_tracks_the_optimizer():
     assert_agree(stationary_loss(sde, 400), stationary_loss(optimizer, 400), what="stationary E f")
 
 
-def test_signsgd_general_sde_equals_gaussian_form_for_gaussian_noise():
+def test_signsgd_general_sde_equals_gaussian_form_for_gaussian_noise(generator):
     """Thm 3.2's ``1 − 2P(∇f_γ < 0)`` and Cor 3.3's ``erf`` are the same drift for Gaussian noise:
     one EM step from the same state with the same Brownian increment gives the same state."""
     problem = quadratic_problem([1.0, 2.0, 5.0], GaussianNoise(3, scale=torch.tensor([0.1, 1.0, 3.0])))
     x = torch.randn(50, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     hp = Hyperparameters(lr=0.01)
     steps = [
-        model.em_step(State(x=x), 0.0, 0.01, problem, hp, 1.0, torch.Generator().manual_seed(1))
+        EulerMaruyama().step(model, State(x=x), 0.0, 0.01, 1.0, problem, hp, GeneratorSource(generator(1)))
         for model in (SIGNSGD_SPEC.sdes["paper"], SIGNSGD_SPEC.sdes["gaussian"])
     ]
     torch.testing.assert_close(steps[0].x, steps[1].x, rtol=1e-12, atol=1e-14)
 
 
-def test_signsgd_student_t_sde_tracks_the_optimizer_without_variance():
+def test_signsgd_student_t_sde_tracks_the_optimizer_without_variance(generator):
     """Cauchy noise (ν = 1): no variance, no SGD SDE, but SignSGD's SDE exists (SPEC §3,
     ``E sign = 2F_ν(∇f/s) − 1``) and must track SignSGD run with genuine Cauchy noise."""
     problem = quadratic_problem([1.0, 2.0], StudentTNoise(2, nu=1.0, scale=0.1))
@@ -192,7 +194,7 @@ def test_signsgd_student_t_sde_tracks_the_optimizer_without_variance():
     # The named Student-t model is the same SDE as the general one with this oracle.
     x = torch.randn(20, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     a, b = (
-        model.em_step(State(x=x), 0.0, 1e-3, problem, hp, 1.0, torch.Generator().manual_seed(3))
+        EulerMaruyama().step(model, State(x=x), 0.0, 1e-3, 1.0, problem, hp, GeneratorSource(generator(3)))
         for model in (student_t_sde(1.0), SIGNSGD_SPEC.sdes["paper"])
     )
     torch.testing.assert_close(a.x, b.x, rtol=1e-12, atol=1e-15)
@@ -235,6 +237,14 @@ class WarmStart:
     @property
     def name(self) -> str:
         return self.runner.name
+
+    @property
+    def substeps(self) -> int:
+        return self.runner.substeps
+
+    @property
+    def compilable(self) -> bool:
+        return self.runner.compilable
 
     def init_state(self, x0):
         return self.runner.init_state(x0)._replace(v=self.v0.to(x0).expand_as(x0).clone())
@@ -365,20 +375,10 @@ def test_divergence_is_detected_and_recording_cut_before():
     first_bad = math.ceil(math.log2(DIVERGENCE_THRESHOLD))
     record_at = list(range(0, 300, 7))
 
-    def go(check_every: int) -> Recording:
-        return simulate(
-            DiscreteRunner(SGD_SPEC.discrete),
-            problem,
-            hp,
-            x0,
-            paths=5,
-            steps=299,
-            record_at=record_at,
-            check_every=check_every,
-        )
-
-    # Checked only at records: seen at the first record at or after k*.
-    rec = go(check_every=10_000)
+    rec = simulate(
+        DiscreteRunner(SGD_SPEC.discrete), problem, hp, x0, paths=5, steps=299, record_at=record_at
+    )
+    # Checked at every record: seen at the first record at or after k*.
     expected_step = next(k for k in record_at if k >= first_bad)
     assert rec.divergence is not None
     assert (rec.divergence.step, rec.divergence.paths) == (expected_step, 3)
@@ -387,8 +387,6 @@ def test_divergence_is_detected_and_recording_cut_before():
     assert rec.values["x"].shape == (len(rec.steps), 5, 1)
     # The recorded values are the exact iterates up to the cut.
     np.testing.assert_allclose(rec.values["x"][:, 0, 0], (-2.0) ** rec.steps.astype(float))
-    # Checked every step: seen at k* itself.
-    assert go(check_every=1).divergence.step == first_bad
 
 
 def test_a_stable_run_reports_no_divergence():
@@ -401,9 +399,15 @@ def test_a_stable_run_reports_no_divergence():
 
 
 def test_record_steps():
-    assert record_steps(1000, points=11) == list(range(0, 1001, 100))
+    assert record_steps(1000, points=11, spacing="linear") == list(range(0, 1001, 100))
     assert record_steps(5, points=100) == [0, 1, 2, 3, 4, 5]
-    for spacing in ("linear", "log"):
+    stratified = np.array(record_steps(10_000, 100))
+    assert stratified[0] == 0 and stratified[-1] == 10_000 and len(stratified) == 101
+    # One step per stratum of 100, at no fixed period, the same every time.
+    assert (np.diff((stratified[1:-1] - 1) // 100) == 1).all()
+    assert len(set(np.diff(stratified))) > 20 and (stratified % 2 == 1).sum() > 20
+    assert record_steps(10_000, 100) == stratified.tolist()
+    for spacing in ("stratified", "linear", "log"):
         for steps, points in [(1, 10), (7, 3), (999, 100), (10_000, 50)]:
             grid = record_steps(steps, points, spacing)
             assert grid[0] == 0 and grid[-1] == steps

@@ -19,11 +19,11 @@ import pytest
 import torch
 
 from optsde.analysis import recording_mean
-from optsde.sde import DiscreteRunner, Observable, SDERunner, record_steps, simulate
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, State, get_optimizer
 from optsde.problems.analytic import NoisyProblem, Quadratic
 from optsde.problems.base import GradientOracle
+from optsde.sde import DiscreteRunner, Observable, SDERunner, record_steps, simulate
 from optsde.theory.adaptive import (
     AdaptiveTheoryError,
     adamw_loss_limit,

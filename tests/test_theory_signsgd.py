@@ -20,12 +20,12 @@ import pytest
 import torch
 
 from optsde.errors import OptsdeError
-from optsde.sde import DEFAULT_OBSERVABLES, DiscreteRunner, Recording, SDERunner, record_steps, simulate
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, State
 from optsde.optimizers.sgd import SGD_SPEC
 from optsde.optimizers.signsgd import SIGNSGD_SPEC, PhaseThresholds
 from optsde.problems.analytic import NoisyProblem, Quadratic
+from optsde.sde import DEFAULT_OBSERVABLES, DiscreteRunner, Recording, SDERunner, record_steps, simulate
 from optsde.theory.sgd import (
     noise_resilience_exponent,
     sgd_loss_bound,

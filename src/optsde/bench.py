@@ -39,11 +39,11 @@ import torch
 from torch import Tensor
 
 from optsde.errors import OptsdeError
-from optsde.sde import DiscreteRunner, Engine, SDERunner, record_steps, simulate
 from optsde.noise import GaussianNoise
 from optsde.optimizers.adam import ADAM_SDES, AdamW
 from optsde.optimizers.base import Hyperparameters
 from optsde.problems.analytic import NoisyProblem, Quadratic
+from optsde.sde import DiscreteRunner, Engine, SDERunner, record_steps, simulate
 
 METHODS = (
     "optsde-simulate",
@@ -254,10 +254,17 @@ def _contenders(settings: BenchSettings, oracle: NoisyProblem) -> tuple[dict[str
     twin = TorchsdeAdamW(hessian.to(**as_state), scale.to(**as_state), hp, dt=hp.lr)
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     engines = {
-        "optsde-sde": Engine(sde, oracle, hp, generator=generator, compile=compile_mode, block=settings.em_block),
+        "optsde-sde": Engine(
+            sde, oracle, hp, generator=generator, compile=compile_mode, block=settings.em_block
+        ),
         "optsde-sde-eager": Engine(sde, oracle, hp, generator=generator, compile="off"),
         "optsde-discrete": Engine(
-            DiscreteRunner(AdamW()), oracle, hp, generator=generator, compile=compile_mode, block=settings.em_block
+            DiscreteRunner(AdamW()),
+            oracle,
+            hp,
+            generator=generator,
+            compile=compile_mode,
+            block=settings.em_block,
         ),
     }
     records = record_steps(settings.steps, settings.records)

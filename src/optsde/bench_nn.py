@@ -3,9 +3,9 @@
 For each model (the MLP on breast-cancer, the CNN, Transformer and ResNet on digits) and
 each SDE — SignSGD's (paper Thm 3.2, Gaussian form), RMSpropW's (the paper's) and AdamW's
 (the paper's and the refined one; SPEC §3) — the benchmark times one Euler–Maruyama step
-of :class:`~optsde.integrate.SDERunner` on a :class:`~optsde.problems.network.NetworkProblem`
+of :class:`~optsde.sde.SDERunner` on a :class:`~optsde.problems.network.NetworkProblem`
 whose ``∇f``, noise and ``diag C`` come from an estimation set of ``n`` examples, and one
-step of the discrete optimizer (:class:`~optsde.integrate.DiscreteRunner`) on minibatches of
+step of the discrete optimizer (:class:`~optsde.sde.DiscreteRunner`) on minibatches of
 the same ``n`` examples, both advancing ``P`` paths.  The ratio of the two is the price of
 simulating the SDE instead of running the optimizer.
 
@@ -47,11 +47,12 @@ from typing import Any
 import torch
 
 from optsde.bench import BenchError
-from optsde.sde import DiscreteRunner, Runner, SDERunner
-from optsde.optimizers import Hyperparameters, State, constant_schedule, get_optimizer
+from optsde.optimizers import Hyperparameters, State, get_optimizer
 from optsde.problems.datasets import load_dataset
 from optsde.problems.models import ARCHITECTURES, build_model
 from optsde.problems.network import VARIANCE_MODES, NetworkProblem
+from optsde.randomness import GeneratorSource
+from optsde.sde import DiscreteRunner, Runner, SDERunner
 
 MODEL_DATASETS = {"mlp": "breast-cancer", "cnn": "digits", "transformer": "digits", "resnet": "digits"}
 """The data set each architecture is benchmarked on (as in ``nn-signsgd``'s quick setting)."""
@@ -241,7 +242,7 @@ def _time_steps(
         _synchronize(device)
         started = time.perf_counter()
         states[method] = runners[method].advance(
-            states[method], steps[method], problem, hp, constant_schedule, generators[method]
+            states[method], steps[method], [1.0], problem, hp, GeneratorSource(generators[method])
         )
         _synchronize(device)
         return (time.perf_counter() - started) * 1e3
@@ -266,14 +267,14 @@ def _peak_memory_mb(
     device: torch.device, runner: Runner, problem: NetworkProblem, hp: Hyperparameters, x0: torch.Tensor
 ) -> float | None:
     """Peak memory of one step (MiB; see the module docstring), after a first step that fills caches."""
-    generator = torch.Generator(device=device).manual_seed(0)
+    random = GeneratorSource(torch.Generator(device=device).manual_seed(0))
     with torch.no_grad():
-        state: State = runner.advance(runner.init_state(x0), 1, problem, hp, constant_schedule, generator)
+        state: State = runner.advance(runner.init_state(x0), 1, [1.0], problem, hp, random)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             before = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
-            runner.advance(state, 2, problem, hp, constant_schedule, generator)
+            runner.advance(state, 2, [1.0], problem, hp, random)
             torch.cuda.synchronize(device)
             return (torch.cuda.max_memory_allocated(device) - before) / 2**20
         with _memory_returned_to_os() as available:
@@ -281,7 +282,7 @@ def _peak_memory_mb(
                 return None
             before = _status_kib("VmRSS")
             _reset_peak_rss()
-            runner.advance(state, 2, problem, hp, constant_schedule, generator)
+            runner.advance(state, 2, [1.0], problem, hp, random)
             return (_status_kib("VmHWM") - before) / 1024
 
 

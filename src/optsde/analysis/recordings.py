@@ -21,7 +21,7 @@ from optsde.analysis.estimates import (
     stationary_window,
     time_averaged_gap,
 )
-from optsde.integrate import Recording
+from optsde.sde import Recording
 
 
 def burn_in_mask(rec: Recording, burn_in: float) -> np.ndarray:

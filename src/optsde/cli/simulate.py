@@ -54,6 +54,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="SDE models beside the optimizer: paper,malladi,refined or none",
     )
     p.add_argument("--substeps", type=positive_int, default=d["substeps"], help="EM steps per optimizer step")
+    p.add_argument(
+        "--records",
+        type=positive_int,
+        default=d["records"],
+        help="record points, stratified (one random step per equal stratum, so no periodic orbit aliases)",
+    )
+    p.add_argument(
+        "--burn-in",
+        type=float,
+        default=d["burn_in"],
+        help="fraction of the run discarded before the stationary loss is estimated",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/simulate)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")

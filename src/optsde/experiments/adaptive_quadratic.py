@@ -22,11 +22,11 @@ from matplotlib.figure import Figure
 
 from optsde.analysis import recording_mean
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
-from optsde.sde import Recording, record_steps
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, get_optimizer
 from optsde.problems.analytic import EmbeddedSaddle, NoisyProblem, Quadratic
 from optsde.report import fidelity_table, method_style, plot_band
+from optsde.sde import Recording, record_steps
 from optsde.theory.adaptive import (
     adamw_stationary_second_moment_discrete,
     adamw_stationary_second_moment_sde,

@@ -28,10 +28,10 @@ from matplotlib.figure import Figure
 
 from optsde.analysis import burn_in_mask
 from optsde.experiments.base import Comparison, Context, ExperimentError, experiment
-from optsde.sde import DiscreteRunner, Recording, record_steps, simulate
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
 from optsde.problems.analytic import EmbeddedSaddle, NoisyProblem, Quadratic
+from optsde.sde import DiscreteRunner, Recording, record_steps, simulate
 from optsde.theory.adaptive import (
     adamw_loss_limit,
     adamw_stationary_second_moment_discrete,

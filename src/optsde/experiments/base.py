@@ -20,6 +20,9 @@ import torch
 
 from optsde.analysis import fidelity_summary
 from optsde.errors import OptsdeError
+from optsde.optimizers import Hyperparameters, OptimizerSpec, Schedule, constant_schedule
+from optsde.problems.base import GradientOracle
+from optsde.report import Result
 from optsde.sde import (
     DiscreteRunner,
     FileCheckpoint,
@@ -29,9 +32,6 @@ from optsde.sde import (
     SDERunner,
     simulate,
 )
-from optsde.optimizers import Hyperparameters, OptimizerSpec, Schedule, constant_schedule
-from optsde.problems.base import GradientOracle
-from optsde.report import Result
 
 
 class ExperimentError(OptsdeError):

@@ -10,13 +10,13 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-from optsde.analysis import recording_mean
+from optsde.analysis import burn_in_mask, mean_exists, quantile, recording_mean, stationarity
 from optsde.experiments.base import Context, ExperimentError, compare
-from optsde.sde import record_steps
 from optsde.noise import GaussianNoise, StudentTNoise
 from optsde.optimizers import Hyperparameters, get_optimizer
 from optsde.problems.analytic import EmbeddedSaddle, NoisyProblem, Quadratic
 from optsde.report import fidelity_table, loss_figure, method_style
+from optsde.sde import Recording, record_steps
 
 CUSTOM_DEFAULTS: dict[str, Any] = {
     "problem": "quadratic",
@@ -36,6 +36,8 @@ CUSTOM_DEFAULTS: dict[str, Any] = {
     "paths": 256,
     "sde": ["paper"],
     "substeps": 1,
+    "records": 200,
+    "burn_in": 0.5,
 }
 
 
@@ -50,8 +52,8 @@ def build_problem(params: dict[str, Any]) -> NoisyProblem:
         landscape = EmbeddedSaddle(hessian, wells=1)
     else:
         raise ExperimentError(f"--problem {params['problem']!r}: choose quadratic or saddle")
-    if not params["sigma"] > 0:
-        raise ExperimentError(f"--sigma must be positive, got {params['sigma']}")
+    if not params["sigma"] >= 0:
+        raise ExperimentError(f"--sigma must be a non-negative number (0: no noise), got {params['sigma']}")
     if params["noise"] == "gaussian":
         noise: GaussianNoise | StudentTNoise = GaussianNoise(
             landscape.dim, scale=params["sigma"], batch_size=params["batch_size"]
@@ -85,16 +87,19 @@ def custom_comparison(ctx: Context) -> int:
     for key in models:
         if key not in spec.sdes:
             raise ExperimentError(f"--sde {key}: {spec.name} has the SDE models {', '.join(spec.sdes)}")
-
-    if (
-        models
-        and spec.name != "signsgd"
-        and not bool(problem.noise_variance(ctx.tensor([x0_values])).isfinite().all())
-    ):
+        if params["sigma"] == 0 and spec.sdes[key].requires_noise:
+            raise ExperimentError(
+                f"--sde {key}: {spec.sdes[key].name} divides by the noise scale and is undefined at "
+                "--sigma 0; choose another model or a positive --sigma"
+            )
+    needs_variance = any(spec.sdes[key].needs & {"variance", "noise"} for key in models)
+    if needs_variance and not bool(problem.noise_variance(ctx.tensor([x0_values])).isfinite().all()):
         raise ExperimentError(
             f"--nu {params['nu']:g}: Student-t noise with ν ≤ 2 has no variance, so the {spec.name} SDE "
             "does not exist; use --sde none to run the optimizer alone, or --nu above 2"
         )
+    if not 0 <= params["burn_in"] < 1:
+        raise ExperimentError(f"--burn-in must lie in [0, 1), got {params['burn_in']}")
     comparison = compare(
         ctx,
         spec,
@@ -105,35 +110,70 @@ def custom_comparison(ctx: Context) -> int:
         paths=params["paths"],
         models=models,
         substeps=params["substeps"],
-        record_at=record_steps(params["steps"], 200),
+        record_at=record_steps(params["steps"], params["records"]),
+        burn_in=params["burn_in"],
     )
     result = ctx.result
     for rec in comparison.recordings.values():
         result.add_recording("main", rec)
     result.summary.update(comparison.summary())
-    stationary = {
-        method: recording_mean(rec)
+    heavy_tailed = params["noise"] == "student-t" and params["nu"] <= 2
+    result.summary["stationary_loss"] = {
+        method: stationary_loss(rec, params["burn_in"], heavy_tailed and not spec.capabilities.mean_under_heavy_tails)
         for method, rec in comparison.recordings.items()
         if rec.divergence is None and len(rec.steps) > 1
     }
-    result.summary["stationary_loss"] = {m: {"mean": e.value, "stderr": e.se} for m, e in stationary.items()}
     title = f"{spec.name} on a {params['problem']}, {params['noise']} noise σ={params['sigma']:g}"
     result.figures["loss"] = loss_figure(comparison.recordings, title)
     if problem.dim >= 2:
         result.figures["trajectories"] = trajectory_figure(comparison, title)
     result.say(f"{title}; η = {hp.lr:g}, {params['paths']} paths, {params['steps']} steps.")
     kappa = comparison.kappa
-    result.say(
-        f"κ = η·max h/s = {kappa:.3g}: "
-        + ("the SDE picture can hold (κ ≲ 0.1)." if kappa < 0.1 else "outside κ ≲ 0.1; expect SDE gaps.")
-    )
+    if params["sigma"] == 0:
+        result.say("σ = 0: no gradient noise; the optimizer runs noise-free and every SDE as its ODE.")
+    else:
+        result.say(
+            f"κ = η·max h/s = {kappa:.3g}: "
+            + ("the SDE picture can hold (κ ≲ 0.1)." if kappa < 0.1 else "outside κ ≲ 0.1; expect SDE gaps.")
+        )
     result.say("")
     if comparison.fidelity:
         result.report.extend(fidelity_table(comparison.fidelity))
     for line in comparison.divergences():
         result.say(f"- **{line}**")
+    for method, numbers in result.summary["stationary_loss"].items():
+        result.say(f"- {method}: {numbers['verdict']}")
     single = len(comparison.recordings) == 1
     return 1 if single and comparison.divergences() else 0
+
+
+def stationary_loss(rec: Recording, burn_in: float, no_mean_expected: bool) -> dict[str, Any]:
+    """The stationary loss of one recording, said honestly (docs/simulate.md):
+
+    its mean with SE over the last ``1 − burn_in`` of the run, unless the theory says the mean
+    is infinite (``no_mean_expected``: SGD under Student-t noise with ν ≤ 2, docs/theory.md §8)
+    or the per-path losses' tail says so; then the median.  A window whose two halves differ
+    is flagged as too short to call stationary.
+    """
+    window = burn_in_mask(rec, burn_in)
+    finals = rec.values["loss"][window][-1]
+    existence = mean_exists(finals)
+    median = quantile(finals, 0.5)
+    numbers: dict[str, Any] = {"median": median.value, "median_stderr": median.se}
+    if no_mean_expected or existence.exists is False:
+        why = (
+            "the noise has no variance (Student-t, ν ≤ 2) and this optimizer passes it on to x"
+            if no_mean_expected
+            else existence.reason
+        )
+        numbers.update(mean=None, stderr=None, mean_exists=False)
+        numbers["verdict"] = f"no finite stationary mean ({why}); median loss {median}"
+        return numbers
+    mean = recording_mean(rec, burn_in=burn_in)
+    steady = stationarity(rec.values["loss"], rec.steps, burn_in)
+    numbers.update(mean=mean.value, stderr=mean.se, mean_exists=existence.exists, stationary=steady.is_stationary)
+    numbers["verdict"] = f"stationary loss {mean}" + ("" if steady.is_stationary else f"; {steady.reason}")
+    return numbers
 
 
 def trajectory_figure(comparison: Any, title: str) -> plt.Figure:

@@ -33,12 +33,12 @@ from optsde.experiments.noise_resilience import (
     run_length,
     stratified_steps,
 )
-from optsde.sde import Recording, SDERunner, loss_observable, x_observable
 from optsde.noise import StudentTNoise
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
 from optsde.optimizers.signsgd import student_t_sde
 from optsde.problems.analytic import NoisyProblem, Quadratic
 from optsde.report import method_style
+from optsde.sde import Recording, SDERunner, loss_observable, x_observable
 from optsde.theory.sgd import sgd_stationary_loss
 
 NAME = "heavy-tails"

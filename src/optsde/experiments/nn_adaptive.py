@@ -30,9 +30,9 @@ from optsde.experiments.nn_signsgd import (
     run_panel,
     sde_keys,
 )
-from optsde.sde import Recording
 from optsde.optimizers import get_optimizer
 from optsde.report import METHOD_STYLE
+from optsde.sde import Recording
 
 NAME = "nn-adaptive"
 

@@ -28,7 +28,6 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
-from optsde.sde import Recording, loss_observable, record_steps
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
 from optsde.problems.datasets import DATASETS
 from optsde.problems.models import ARCHITECTURES
@@ -40,6 +39,7 @@ from optsde.problems.network import (
     network_problem,
 )
 from optsde.report import fidelity_table, plot_band
+from optsde.sde import Recording, loss_observable, record_steps
 
 NAME = "nn-signsgd"
 

@@ -29,11 +29,11 @@ from matplotlib.lines import Line2D
 from optsde.analysis import burn_in_mask, recording_mean
 from optsde.errors import OptsdeError
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
-from optsde.sde import Recording, loss_observable
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
 from optsde.problems.analytic import NoisyProblem, Quadratic
 from optsde.report import method_style
+from optsde.sde import Recording, loss_observable
 from optsde.theory.adaptive import (
     adamw_loss_limit,
     adamw_stationary_second_moment_discrete,

@@ -32,11 +32,11 @@ from matplotlib.lines import Line2D
 
 from optsde.analysis import Estimate, ratio, recording_mean
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
-from optsde.sde import loss_observable, record_steps
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
 from optsde.problems.analytic import NoisyProblem, Quadratic
 from optsde.scaling import SCALING_VARIANTS, variant_hyperparameters
+from optsde.sde import loss_observable, record_steps
 from optsde.theory.adaptive import (
     AdaptiveTheoryError,
     adamw_stationary_second_moment_discrete,

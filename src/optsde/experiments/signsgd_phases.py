@@ -29,12 +29,12 @@ from matplotlib.lines import Line2D
 
 from optsde.analysis import fidelity_summary, pair_fidelity
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
-from optsde.sde import DEFAULT_OBSERVABLES, Recording, record_steps
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters
 from optsde.optimizers.signsgd import SIGNSGD_SPEC, PhaseThresholds
 from optsde.problems.analytic import NoisyProblem, Quadratic
 from optsde.report import fidelity_table, method_style
+from optsde.sde import DEFAULT_OBSERVABLES, Recording, record_steps
 from optsde.theory.signsgd import (
     phase_observables,
     signsgd_phase1_loss_bound,

@@ -31,16 +31,16 @@ def get_optimizer(name: str) -> OptimizerSpec:
 
 
 __all__ = [
+    "OPTIMIZERS",
     "SDE",
     "Capabilities",
-    "Term",
-    "OPTIMIZERS",
     "DiscreteOptimizer",
     "HyperparameterError",
     "Hyperparameters",
     "OptimizerSpec",
     "Schedule",
     "State",
+    "Term",
     "constant_schedule",
     "get_optimizer",
 ]

@@ -8,7 +8,6 @@ SDE drops it (:func:`~optsde.optimizers.terms.second_moment_relaxation`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor

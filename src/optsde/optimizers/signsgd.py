@@ -102,7 +102,11 @@ LINEARISED_SIGN_SDE = SDE(
     order=("x",),
     terms=(
         Term(
-            "linear_drift", "x", "drift", lambda view: -math.sqrt(2.0 / math.pi) * _phase3_ratio(view), _GRAD_AND_SCALE
+            "linear_drift",
+            "x",
+            "drift",
+            lambda view: -math.sqrt(2.0 / math.pi) * _phase3_ratio(view),
+            _GRAD_AND_SCALE,
         ),
         Term("linearised_sign_noise", "x", "diffusion", _phase3_noise, _GRAD_AND_SCALE, wiener="standard"),
     ),

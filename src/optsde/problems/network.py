@@ -48,9 +48,9 @@ from torch.func import functional_call, grad, vmap
 
 from optsde.problems.analytic import ProblemError
 from optsde.problems.base import Evaluation
-from optsde.randomness import RandomSource, as_source
 from optsde.problems.datasets import Dataset, load_dataset
 from optsde.problems.models import build_model
+from optsde.randomness import RandomSource, as_source
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """``(outputs, targets)`` of a batch ↦ per-example losses ``(batch,)``."""
@@ -563,13 +563,6 @@ class NetworkProblem:
         optimizer sees, against which the Gaussian form :meth:`expected_sign` can be checked.
         """
         return torch.sign(self.sample_gradient(x.reshape(1, -1).expand(samples, -1), random))
-
-    def expected_sign(self, x: Tensor) -> Tensor:
-        """``erf(∇f/(√2 s))``, the Gaussian form (SPEC §3, Cor 3.3); ``sign ∇f`` where ``s = 0``."""
-        gradient = self.grad(x)
-        scale = self.noise_scale(x)
-        safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-        return torch.where(scale > 0, torch.erf(gradient / (math.sqrt(2.0) * safe)), torch.sign(gradient))
 
     # ------------------------------------------------------------------ κ
 

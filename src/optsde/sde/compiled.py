@@ -168,7 +168,9 @@ class Engine:
                 # touch its inputs, so the block reruns eagerly (with presampled noise, from
                 # the same draws), and raises again if the error was the model's own.
                 self.report.path = "eager"
-                self.report.fallback_reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+                self.report.fallback_reason = (
+                    f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+                )
                 if self.report.noise == "in-kernel":
                     if self.generator is not None:
                         self.generator.set_state(saved)
@@ -188,7 +190,11 @@ class Engine:
         cached = _COMPILED.get(key)
         first_call = cached is None or cached[0] is not self.oracle
         started = time.perf_counter()
-        step = state.step if isinstance(state.step, Tensor) else torch.tensor(float(state.step), dtype=torch.float64)
+        step = (
+            state.step
+            if isinstance(state.step, Tensor)
+            else torch.tensor(float(state.step), dtype=torch.float64)
+        )
         arguments = (
             x,
             state.m,

@@ -13,6 +13,7 @@ phase of it only; random steps in strata see every phase in proportion.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import zlib
@@ -75,7 +76,9 @@ def record_steps(steps: int, points: int = 100, spacing: str = "stratified") -> 
         return sorted({int(round(v)) for v in np.linspace(0, steps, points)} | {steps})
     edges = np.linspace(0, steps, points + 1).round().astype(int)
     rng = np.random.default_rng(zlib.crc32(f"{steps}/{points}".encode()))
-    picks = {int(rng.integers(lo + 1, hi + 1)) for lo, hi in zip(edges[:-1], edges[1:], strict=True) if hi > lo}
+    picks = {
+        int(rng.integers(lo + 1, hi + 1)) for lo, hi in itertools.pairwise(edges) if hi > lo
+    }
     return sorted({0, steps} | picks)
 
 

@@ -105,7 +105,9 @@ class EulerMaruyama:
         at = oracle.evaluate(state.x, model.needs, random)
         root_dt = math.sqrt(dt)
         sigma_dw = None if at.noise is None else root_dt * at.noise
-        dw = root_dt * random.normal(tuple(state.x.shape), state.x) if model.needs_standard_increment else None
+        dw = (
+            root_dt * random.normal(tuple(state.x.shape), state.x) if model.needs_standard_increment else None
+        )
         view = StepView(t, dt, hp, state, at, sigma_dw, dw, self.lookahead)
         advanced: dict[str, Tensor] = {}
         for component in model.order:

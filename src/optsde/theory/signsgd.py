@@ -31,10 +31,10 @@ import torch
 from numpy.typing import ArrayLike
 from torch import Tensor
 
-from optsde.sde import Observable
 from optsde.optimizers.base import State
 from optsde.optimizers.signsgd import PhaseThresholds, phase2_drift_bounds
 from optsde.problems.base import GradientOracle
+from optsde.sde import Observable
 from optsde.theory.sgd import TheoryError, check_gap, check_problem, positive, relaxation, times
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
