@@ -239,7 +239,9 @@ def test_a_model_that_cannot_compile_runs_eagerly_with_the_same_numbers():
     x0 = torch.ones(16, 2, dtype=torch.float64)
     runner = SDERunner(student_t_sde(3.0))
     runs = [
-        simulate(runner, oracle, hp, x0, paths=16, steps=8, generator=torch.Generator().manual_seed(3), compile=c)
+        simulate(
+            runner, oracle, hp, x0, paths=16, steps=8, generator=torch.Generator().manual_seed(3), compile=c
+        )
         for c in ("on", "off")
     ]
     assert runs[0].engine["path"] == "eager" and runs[0].engine["fallback_reason"]

@@ -54,7 +54,9 @@ def test_period_two_orbit_gets_the_right_stationary_loss_whatever_the_steps(tmp_
 
 def test_sgd_under_cauchy_noise_reports_no_stationary_mean(tmp_path):
     flags = ["--optimizer", "sgd", "--noise", "student-t", "--nu", "1", "--sigma", "0.1", "--lr", "0.01"]
-    summary = simulate_summary(tmp_path, "cauchy", *flags, "--sde", "none", "--paths", "400", "--steps", "400")
+    summary = simulate_summary(
+        tmp_path, "cauchy", *flags, "--sde", "none", "--paths", "400", "--steps", "400"
+    )
     numbers = summary["stationary_loss"]["optimizer"]
     assert numbers["mean"] is None and numbers["mean_exists"] is False
     assert "no finite stationary mean" in numbers["verdict"] and "ν ≤ 2" in numbers["verdict"]
@@ -63,7 +65,9 @@ def test_sgd_under_cauchy_noise_reports_no_stationary_mean(tmp_path):
     assert "no finite stationary mean" in report
     # SignSGD under the same noise keeps a finite mean (docs/theory.md §8).
     flags[1] = "signsgd"
-    signsgd = simulate_summary(tmp_path, "cauchy-sign", *flags, "--sde", "none", "--paths", "400", "--steps", "400")
+    signsgd = simulate_summary(
+        tmp_path, "cauchy-sign", *flags, "--sde", "none", "--paths", "400", "--steps", "400"
+    )
     assert signsgd["stationary_loss"]["optimizer"]["mean"] is not None
 
 
@@ -80,7 +84,7 @@ def test_zero_noise_runs_the_optimizer_and_the_odes(tmp_path):
     # Sign-gradient flow from x₀ = 1 at speed 1, exactly what SignSGD does with exact gradients.
     for method in ("optimizer", "sde-paper", "sde-gaussian", "ode-phase1"):
         for t, mean, stderr in series[method]:
-            assert mean == pytest.approx(1.0 - t, abs=1e-12) and stderr == 0.0
+            assert mean == pytest.approx(1.0 - t, abs=1e-12) and stderr < 1e-12
 
 
 def test_zero_noise_refuses_a_model_undefined_without_noise(tmp_path, capsys):
@@ -92,7 +96,9 @@ def test_zero_noise_refuses_a_model_undefined_without_noise(tmp_path, capsys):
 
 
 def test_adamw_models_differ_by_named_terms():
-    paper, malladi, refined, uncorrected = (ADAMW_SPEC.sdes[k] for k in ("paper", "malladi", "refined", "uncorrected"))
+    paper, malladi, refined, uncorrected = (
+        ADAMW_SPEC.sdes[k] for k in ("paper", "malladi", "refined", "uncorrected")
+    )
     terms = set(paper.term_names())
     assert set(refined.term_names()) - terms == {"momentum_noise_on_x"}
     assert terms - set(uncorrected.term_names()) == {"momentum_correction"}

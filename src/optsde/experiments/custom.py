@@ -119,7 +119,9 @@ def custom_comparison(ctx: Context) -> int:
     result.summary.update(comparison.summary())
     heavy_tailed = params["noise"] == "student-t" and params["nu"] <= 2
     result.summary["stationary_loss"] = {
-        method: stationary_loss(rec, params["burn_in"], heavy_tailed and not spec.capabilities.mean_under_heavy_tails)
+        method: stationary_loss(
+            rec, params["burn_in"], heavy_tailed and not spec.capabilities.mean_under_heavy_tails
+        )
         for method, rec in comparison.recordings.items()
         if rec.divergence is None and len(rec.steps) > 1
     }
@@ -171,7 +173,9 @@ def stationary_loss(rec: Recording, burn_in: float, no_mean_expected: bool) -> d
         return numbers
     mean = recording_mean(rec, burn_in=burn_in)
     steady = stationarity(rec.values["loss"], rec.steps, burn_in)
-    numbers.update(mean=mean.value, stderr=mean.se, mean_exists=existence.exists, stationary=steady.is_stationary)
+    numbers.update(
+        mean=mean.value, stderr=mean.se, mean_exists=existence.exists, stationary=steady.is_stationary
+    )
     numbers["verdict"] = f"stationary loss {mean}" + ("" if steady.is_stationary else f"; {steady.reason}")
     return numbers
 

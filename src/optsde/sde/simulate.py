@@ -76,9 +76,7 @@ def record_steps(steps: int, points: int = 100, spacing: str = "stratified") -> 
         return sorted({int(round(v)) for v in np.linspace(0, steps, points)} | {steps})
     edges = np.linspace(0, steps, points + 1).round().astype(int)
     rng = np.random.default_rng(zlib.crc32(f"{steps}/{points}".encode()))
-    picks = {
-        int(rng.integers(lo + 1, hi + 1)) for lo, hi in itertools.pairwise(edges) if hi > lo
-    }
+    picks = {int(rng.integers(lo + 1, hi + 1)) for lo, hi in itertools.pairwise(edges) if hi > lo}
     return sorted({0, steps} | picks)
 
 
