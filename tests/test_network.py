@@ -18,10 +18,10 @@ from torch import nn
 
 from optsde.optimizers import Hyperparameters, get_optimizer
 from optsde.problems import GradientOracle, ProblemError
+from optsde.problems.base import NEEDS
 from optsde.problems.datasets import DatasetError, breast_cancer, digits, load_dataset
 from optsde.problems.models import ARCHITECTURES, MLP, ModelError, build_model, count_parameters
 from optsde.problems.network import NetworkProblem, network_problem
-from optsde.problems.base import NEEDS
 from optsde.randomness import GeneratorSource
 from optsde.sde import DiscreteRunner, SDERunner, simulate
 
