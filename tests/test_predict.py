@@ -59,7 +59,9 @@ def simulate_second_moments(
     return per_path.mean(axis=0), per_path.std(axis=0, ddof=1) / math.sqrt(paths)
 
 
-def check_setting(setting: Setting, *, paths: int, steps: int, seed: int, start: np.ndarray | None = None) -> None:
+def check_setting(
+    setting: Setting, *, paths: int, steps: int, seed: int, start: np.ndarray | None = None
+) -> None:
     """The recommended second moments within 2%, every valid formula within 5%, per coordinate."""
     mean, se = simulate_second_moments(setting, paths=paths, steps=steps, seed=seed, start=start)
     rel_se = se / mean
@@ -78,7 +80,8 @@ def check_setting(setting: Setting, *, paths: int, steps: int, seed: int, start:
         flagged = np.array(record.valid_per_coordinate)
         off = np.abs(error) > VALID_TOLERANCE + Z * rel_se
         assert not (flagged & off).any(), (
-            f"{record.formula} is flagged valid but off by {np.round(100 * error, 1)}% at κ = {setting.kappas}"
+            f"{record.formula} is flagged valid but off by {np.round(100 * error, 1)}% "
+            f"at κ = {setting.kappas}"
         )
 
 
@@ -91,9 +94,18 @@ def curvatures(kappas: tuple[float, ...]) -> tuple[float, ...]:
     ("optimizer", "beta1", "theta", "noise"),
     [("adamw", 0.9, 0.5, "gaussian"), ("adamw", 0.99, 4.0, "student-t"), ("rmspropw", 0.0, 0.0, "gaussian")],
 )
-def test_adaptive_recommended_within_two_percent(optimizer: str, beta1: float, theta: float, noise: str) -> None:
+def test_adaptive_recommended_within_two_percent(
+    optimizer: str, beta1: float, theta: float, noise: str
+) -> None:
     setting = Setting(
-        optimizer, curvatures((0.1, 1.0, 10.0)), LR, SIGMA, noise=noise, nu=5.0, beta1=beta1, weight_decay=theta
+        optimizer,
+        curvatures((0.1, 1.0, 10.0)),
+        LR,
+        SIGMA,
+        noise=noise,
+        nu=5.0,
+        beta1=beta1,
+        weight_decay=theta,
     )
     check_setting(setting, paths=1000, steps=6000, seed=11)
 
@@ -115,7 +127,9 @@ def test_sgd_exact_discrete_formula_up_to_eta_h_1_5() -> None:
     exact = sgd.sgd_discrete_stationary_second_moment(np.array(h), SIGMA, LR)
     assert (np.abs(exact - mean) <= 4.0 * se).all(), f"exact {exact} vs simulated {mean} ± {se}"
     assert (se / mean < 0.01).all()
-    sde = next(r for r in predictions(setting) if r.quantity == "stationary_second_moment" and "SDE" in r.formula)
+    sde = next(
+        r for r in predictions(setting) if r.quantity == "stationary_second_moment" and "SDE" in r.formula
+    )
     assert sde.valid_per_coordinate == [True, False, False, False]
 
 
@@ -135,16 +149,25 @@ def test_sgd_cauchy_noise_has_a_median_not_a_mean() -> None:
     squares = (x**2).numpy()
     groups = np.array([np.median(g, axis=0) for g in np.array_split(squares, 20)])
     se = groups.std(axis=0, ddof=1) / math.sqrt(20)
-    assert (np.abs(np.median(squares, axis=0) - median) <= 4.0 * se).all(), (median, np.median(squares, 0), se)
+    assert (np.abs(np.median(squares, axis=0) - median) <= 4.0 * se).all(), (
+        median,
+        np.median(squares, 0),
+        se,
+    )
 
 
 def test_every_quantity_has_exactly_one_recommended_formula() -> None:
     for optimizer in ("sgd", "signsgd", "rmsprop", "rmspropw", "adam", "adamw"):
         for noise, nu in (("gaussian", 3.0), ("student-t", 1.0), ("student-t", 5.0)):
             theta = 0.5 if optimizer.endswith("w") else 0.0
-            records = predictions(Setting(optimizer, (1.0, 3.0), 0.01, 0.1, noise=noise, nu=nu, weight_decay=theta))
+            records = predictions(
+                Setting(optimizer, (1.0, 3.0), 0.01, 0.1, noise=noise, nu=nu, weight_decay=theta)
+            )
             for quantity in {r.quantity for r in records}:
-                assert sum(r.recommended for r in records if r.quantity == quantity) == 1, (optimizer, quantity)
+                assert sum(r.recommended for r in records if r.quantity == quantity) == 1, (
+                    optimizer,
+                    quantity,
+                )
 
 
 def test_regime_statement_speaks_of_kappa_and_the_lattice() -> None:
@@ -199,9 +222,12 @@ KAPPAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 @pytest.mark.slow
 @pytest.mark.parametrize("noise", ["gaussian", "student-t"])
 @pytest.mark.parametrize("theta", [0.0, 0.5, 4.0])
-@pytest.mark.parametrize(("optimizer", "beta1"), [("adamw", 0.0), ("adamw", 0.9), ("adamw", 0.99), ("rmspropw", 0.0)])
+@pytest.mark.parametrize(
+    ("optimizer", "beta1"), [("adamw", 0.0), ("adamw", 0.9), ("adamw", 0.99), ("rmspropw", 0.0)]
+)
 def test_adaptive_grid(optimizer: str, beta1: float, theta: float, noise: str) -> None:
-    """The issue's grid: κ ∈ [0.01, 10], β₁ ∈ {0, 0.9, 0.99}, θ ∈ {0, 0.5, 4}, Gaussian and Student-t (ν = 5)."""
+    """The issue's grid: κ ∈ [0.01, 10], β₁ ∈ {0, 0.9, 0.99}, θ ∈ {0, 0.5, 4}, Gaussian and Student-t
+    (ν = 5: a finite fourth moment, the self-consistent law's assumption)."""
     setting = Setting(
         optimizer, curvatures(KAPPAS), LR, SIGMA, noise=noise, nu=5.0, beta1=beta1, weight_decay=theta
     )

@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     d = CUSTOM_DEFAULTS
     p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=d["optimizer"])
-    p.add_argument("--hessian", type=float_list, default=d["hessian"], help="diagonal curvatures, e.g. 1,3,10")
+    p.add_argument(
+        "--hessian", type=float_list, default=d["hessian"], help="diagonal curvatures, e.g. 1,3,10"
+    )
     p.add_argument("--lr", type=float, default=d["lr"])
     p.add_argument("--sigma", type=float, default=d["sigma"], help="noise scale s per coordinate")
     p.add_argument("--batch-size", type=positive_int, default=d["batch_size"])

@@ -12,6 +12,7 @@ standard errors are over independent paths.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -55,7 +56,7 @@ def stratified_steps(steps: int, points: int, rng: np.random.Generator) -> list[
     first = steps // 2 + 1
     # Strata at least two steps wide, so that a pair never overlaps the next stratum's.
     edges = np.linspace(first, steps + 1, max(min(points, (steps + 1 - first) // 2), 1) + 1).astype(int)
-    chosen = [int(rng.integers(lo, hi - 1)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    chosen = [int(rng.integers(lo, hi - 1)) for lo, hi in itertools.pairwise(edges)]
     return sorted({*chosen, *(k + 1 for k in chosen)})
 
 
@@ -63,7 +64,9 @@ def build_problem(setting: Setting) -> NoisyProblem:
     """The quadratic and the noise of ``setting``, as ``optsde simulate`` builds them."""
     scale = setting.sigma
     if setting.noise == "gaussian":
-        noise: GaussianNoise | StudentTNoise = GaussianNoise(setting.dim, scale=scale, batch_size=setting.batch_size)
+        noise: GaussianNoise | StudentTNoise = GaussianNoise(
+            setting.dim, scale=scale, batch_size=setting.batch_size
+        )
     else:
         noise = StudentTNoise(setting.dim, nu=setting.nu, scale=scale, batch_size=setting.batch_size)
     return NoisyProblem(Quadratic(torch.tensor(setting.hessian, dtype=torch.float64)), noise)
@@ -73,10 +76,14 @@ def _squares(state: State, oracle: GradientOracle) -> torch.Tensor:
     return state.x**2
 
 
-def simulate_stationary(setting: Setting, *, paths: int, steps: int, seed: int, points: int = 200) -> Stationary:
+def simulate_stationary(
+    setting: Setting, *, paths: int, steps: int, seed: int, points: int = 200
+) -> Stationary:
     """Run the optimizer of ``setting`` from its ``x0`` and measure its stationary moments."""
     if paths < 2 * MEDIAN_GROUPS:
-        raise PredictionError(f"--paths must be at least {2 * MEDIAN_GROUPS} for standard errors, got {paths}")
+        raise PredictionError(
+            f"--paths must be at least {2 * MEDIAN_GROUPS} for standard errors, got {paths}"
+        )
     if steps < 4:
         raise PredictionError(f"--steps must be at least 4 to average over a second half, got {steps}")
     problem = build_problem(setting)
@@ -94,7 +101,9 @@ def simulate_stationary(setting: Setting, *, paths: int, steps: int, seed: int, 
     if rec.divergence is not None:
         nan = (math.nan, math.nan)
         empty = np.full(setting.dim, math.nan)
-        return Stationary(nan, nan, (empty, empty), nan, empty, math.nan, rec.divergence.describe("the optimizer"))
+        return Stationary(
+            nan, nan, (empty, empty), nan, empty, math.nan, rec.divergence.describe("the optimizer")
+        )
     loss, squares = rec.values["loss"], rec.values["x2"]  # (T, P), (T, P, d)
     per_path = loss.mean(axis=0)
     half = 2 * (len(loss) // 4)  # at a pair boundary, so both halves weigh both parities

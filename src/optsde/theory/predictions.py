@@ -23,6 +23,7 @@ can move into the optimizer families' own modules).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -206,10 +207,8 @@ def _per_coordinate(function: Callable[[int], float], dim: int) -> np.ndarray:
     """``function(i)`` for each coordinate, NaN where it refuses (an unstable linearisation)."""
     out = np.full(dim, np.nan)
     for i in range(dim):
-        try:
+        with contextlib.suppress(OptsdeError):
             out[i] = function(i)
-        except OptsdeError:
-            pass
     return out
 
 
@@ -257,13 +256,15 @@ def regime_statement(family: str, kappa: float, *, noise: str = "gaussian", nu: 
         else:
             where = (
                 "the iterates live on the lattice x₀ + ηℤ in short periodic orbits, the loss depends on "
-                "x₀ mod η and no SDE or smooth formula applies; the exact lattice law and the lattice floor hold"
+                "x₀ mod η and no SDE or smooth formula applies; "
+                "the exact lattice law and the lattice floor hold"
             )
         return f"κ = {kappa:.3g}: for SignSGD {where}."
     if family in ("rmspropw", "adamw"):
         if heavy and nu <= 2:
             return (
-                f"κ = {kappa:.3g}: Student-t noise with ν = {nu:g} ≤ 2 has no variance; v does not settle and "
+                f"κ = {kappa:.3g}: Student-t noise with ν = {nu:g} ≤ 2 has no variance; "
+                "v does not settle and "
                 "no stationary formula applies."
             )
         name = "RMSprop(W)" if family == "rmspropw" else "Adam(W)"
@@ -285,7 +286,7 @@ def regime_statement(family: str, kappa: float, *, noise: str = "gaussian", nu: 
 
 
 def _sgd(setting: Setting) -> list[Prediction]:
-    h, s, lr = setting.h, setting.scale, setting.lr
+    h, lr = setting.h, setting.lr
     out: list[Prediction] = []
     if setting.noise == "student-t" and setting.nu <= 2:
         note = (
@@ -358,7 +359,8 @@ def _sgd_median(setting: Setting) -> list[Prediction]:
                 False,
                 "ν = 1 (Cauchy) only",
                 True,
-                note="the stationary law is a weighted sum of Student-t variables, with no closed-form median",
+                note="the stationary law is a weighted sum of Student-t variables, "
+                "with no closed-form median",
             )
         ]
     scale = sgd.sgd_cauchy_stationary_scale(setting.h, setting.scale, setting.lr)
@@ -406,7 +408,8 @@ def _signsgd(setting: Setting) -> list[Prediction]:
     slope = signsgd.sign_slope(noise, nu)
     exact = signsgd.signsgd_lattice_stationary_second_moment(h, s, lr, x0, noise=noise, nu=nu)
     lattice_regime = (
-        "exact for every κ: each coordinate is a birth–death chain on x₀ + ηℤ; for κ ≳ 2 its mass sits on the "
+        "exact for every κ: each coordinate is a birth–death chain on x₀ + ηℤ; "
+        "for κ ≳ 2 its mass sits on the "
         "sites nearest 0 and the loss depends on x₀ mod η"
     )
     out = _stationary_pair(
@@ -492,7 +495,10 @@ def _signsgd(setting: Setting) -> list[Prediction]:
 def _signsgd_regime(moments: np.ndarray, exact: np.ndarray, setting: Setting) -> str:
     with np.errstate(invalid="ignore", divide="ignore"):
         worst = float(np.nanmax(np.abs(moments / exact - 1.0)))
-    return f"small κ (within 5% of the exact lattice law; here off by {100 * worst:.1f}% at {_kappa_text(setting)})"
+    return (
+        f"small κ (within 5% of the exact lattice law; "
+        f"here off by {100 * worst:.1f}% at {_kappa_text(setting)})"
+    )
 
 
 def _phase_times(setting: Setting) -> list[Prediction]:
@@ -583,7 +589,7 @@ def _adaptive(setting: Setting) -> list[Prediction]:
             Prediction(q, "none", None, False, "noise with a variance", True, note=note)
             for q in ("stationary_loss", "stationary_second_moment")
         ]
-        return out + [_exponent_adaptive(setting)]
+        return [*out, _exponent_adaptive(setting)]
     s = setting.std
     accuracy = _adaptive_reference_accuracy(setting)
     if adamw:
