@@ -269,7 +269,10 @@ def regime_statement(family: str, kappa: float, *, noise: str = "gaussian", nu: 
             )
         name = "RMSprop(W)" if family == "rmspropw" else "Adam(W)"
         if kappa < 0.1:
-            where = "the SDE-style formulas with p = s + ε hold, up to their momentum and decay terms"
+            where = (
+                "the formulas with p = s + ε hold where the momentum is fast against the decay "
+                "(ηθ ≪ 1 − β₁), the self-consistent discrete law everywhere"
+            )
         else:
             where = (
                 "v settles at s² + h²E x², not s²: only the discrete law with the self-consistent "
