@@ -68,6 +68,44 @@ def sgd_stationary_loss(h: ArrayLike, s: ArrayLike, lr: float) -> float:
     return float(np.sum(0.5 * h_arr * sgd_stationary_second_moment(h_arr, s, lr), axis=-1))
 
 
+def sgd_discrete_stationary_second_moment(h: ArrayLike, s: ArrayLike, lr: float) -> np.ndarray:
+    """SPEC §8: ``E x_i² = η s_i² / (h_i (2 − η h_i))``, exact for the discrete SGD.
+
+    ``x ← (1 − ηh)x − η s ξ`` is an AR(1) recursion, whose stationary variance is
+    ``η² s² / (1 − (1 − ηh)²)``; it exists for ``0 < ηh < 2`` and needs only the noise
+    variance ``s²`` (any noise law with a variance).  Its ``ηh → 0`` limit is the SDE's
+    :func:`sgd_stationary_second_moment`.
+    """
+    h, s, lr = positive("curvature h", h), positive("noise scale s", s), positive("lr", lr)
+    if (lr * h >= 2).any():
+        raise TheoryError(
+            f"SGD diverges for ηh ≥ 2 (here max ηh = {float(np.max(lr * h)):.3g}); reduce the learning rate"
+        )
+    return lr * s**2 / (h * (2.0 - lr * h))
+
+
+def sgd_discrete_stationary_loss(h: ArrayLike, s: ArrayLike, lr: float) -> float:
+    """SPEC §8: ``E f = Σ_i η s_i² / (2(2 − η h_i))``, exact for the discrete SGD."""
+    h_arr = positive("curvature h", h)
+    return float(np.sum(0.5 * h_arr * sgd_discrete_stationary_second_moment(h_arr, s, lr), axis=-1))
+
+
+def sgd_cauchy_stationary_scale(h: ArrayLike, s: ArrayLike, lr: float) -> np.ndarray:
+    """Scale of the stationary law of the discrete SGD under Cauchy noise of scale ``s`` (SPEC §8).
+
+    ``x_∞ = −η s Σ_j (1 − ηh)^j T_j`` with ``T_j`` standard Cauchy; a weighted sum of
+    Cauchy variables is Cauchy with the sum of the absolute weights as scale,
+    ``η s / (1 − |1 − ηh|)``: ``s/h`` for every ``ηh ≤ 1``, ``η s/(2 − ηh)`` above.
+    ``E x²`` and ``E f`` are infinite; the median of ``x²`` is the scale squared.
+    """
+    h, s, lr = positive("curvature h", h), positive("noise scale s", s), positive("lr", lr)
+    if (lr * h >= 2).any():
+        raise TheoryError(
+            f"SGD diverges for ηh ≥ 2 (here max ηh = {float(np.max(lr * h)):.3g}); reduce the learning rate"
+        )
+    return lr * s / (1.0 - np.abs(1.0 - lr * h))
+
+
 def sgd_loss_bound(
     t: ArrayLike, f0: float, mu: float, L: float, d: int, sigma: float, batch_size: int, lr: float
 ) -> np.ndarray:

@@ -46,20 +46,45 @@ TimeSchedule = Callable[[np.ndarray], ArrayLike]
 """A learning-rate schedule as a function of SDE time ``t`` (not of the step ``k = t/η``)."""
 
 
-def signsgd_phase3_rate(h: ArrayLike, s: ArrayLike) -> np.ndarray:
-    """``a = √(2/π) h/s``: the mean's decay rate in phase 3 (SPEC §5)."""
-    return SQRT_2_OVER_PI * positive("curvature h", h) / positive("noise scale s", s)
+def student_t_sign_slope(nu: float) -> float:
+    """``2 f_ν(0) = 2Γ((ν+1)/2) / (√(νπ) Γ(ν/2))``: the slope of ``2F_ν − 1`` at 0 (SPEC §8).
+
+    Student-t noise ``s·T_ν`` gives ``E sign(g) = 2F_ν(∇f/s) − 1``; near the minimum it is
+    linear in ``∇f/s`` with this slope, which takes the place of Gaussian noise's
+    ``√(2/π)`` in every phase-3 law (``2/π`` for Cauchy noise, ν = 1; → ``√(2/π)`` as ν → ∞).
+    """
+    nu = float(positive("degrees of freedom nu", nu))
+    return 2.0 * math.exp(math.lgamma((nu + 1.0) / 2.0) - math.lgamma(nu / 2.0)) / math.sqrt(nu * math.pi)
 
 
-def signsgd_phase3_mean(t: ArrayLike, x0: ArrayLike, h: ArrayLike, s: ArrayLike) -> np.ndarray:
+def sign_slope(noise: str, nu: float | None = None) -> float:
+    """The phase-3 slope of ``E sign(g)`` in ``∇f/s``: ``√(2/π)`` (Gaussian) or ``2f_ν(0)`` (Student-t)."""
+    if noise == "gaussian":
+        return SQRT_2_OVER_PI
+    if noise == "student-t" and nu is not None:
+        return student_t_sign_slope(nu)
+    raise TheoryError(f"no sign slope for noise {noise!r} (nu={nu}); choose gaussian, or student-t with nu")
+
+
+def signsgd_phase3_rate(h: ArrayLike, s: ArrayLike, *, slope: float = SQRT_2_OVER_PI) -> np.ndarray:
+    """``a = c h/s``: the mean's decay rate in phase 3 (SPEC §5), ``c = √(2/π)`` or :func:`sign_slope`."""
+    return slope * positive("curvature h", h) / positive("noise scale s", s)
+
+
+def signsgd_phase3_mean(
+    t: ArrayLike, x0: ArrayLike, h: ArrayLike, s: ArrayLike, *, slope: float = SQRT_2_OVER_PI
+) -> np.ndarray:
     """``E X_t = e^{−a t} X₀`` per coordinate (SPEC §5); ``t`` of shape ``(T,)`` gives ``(T, d)``."""
-    return np.exp(-np.multiply.outer(times(t), signsgd_phase3_rate(h, s))) * np.asarray(x0, dtype=float)
+    rate = signsgd_phase3_rate(h, s, slope=slope)
+    return np.exp(-np.multiply.outer(times(t), rate)) * np.asarray(x0, dtype=float)
 
 
-def _second_moment_rates(h: ArrayLike, s: ArrayLike, lr: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(2a, η(2/π)(h/s)²)``: ``dE x²/dt = −(2a + η(2/π)(h/s)²) E x² + η``."""
+def _second_moment_rates(
+    h: ArrayLike, s: ArrayLike, lr: float, slope: float = SQRT_2_OVER_PI
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(2a, η c²(h/s)²)``: ``dE x²/dt = −(2a + η c²(h/s)²) E x² + η``, ``c`` the slope."""
     h, s, lr = positive("curvature h", h), positive("noise scale s", s), positive("lr", lr)
-    return 2.0 * SQRT_2_OVER_PI * h / s, lr * (2.0 / math.pi) * (h / s) ** 2
+    return 2.0 * slope * h / s, lr * slope**2 * (h / s) ** 2
 
 
 def signsgd_phase3_second_moment(
@@ -70,27 +95,147 @@ def signsgd_phase3_second_moment(
     lr: float,
     *,
     second_moment0: ArrayLike | None = None,
+    slope: float = SQRT_2_OVER_PI,
 ) -> np.ndarray:
-    """``E X_t²`` solving ``dE x²/dt = −2a E x² + η(1 − (2/π)(h/s)² E x²)`` exactly (SPEC §5).
+    """``E X_t²`` solving ``dE x²/dt = −2a E x² + η(1 − c²(h/s)² E x²)`` exactly (SPEC §5, §8).
 
-    Starts from ``x0²``, or from ``second_moment0`` (``E X₀²`` of a random start).
+    Starts from ``x0²``, or from ``second_moment0`` (``E X₀²`` of a random start);
+    ``c = √(2/π)`` for Gaussian noise, :func:`student_t_sign_slope` for Student-t.
     """
-    drift, diffusion = _second_moment_rates(h, s, lr)
+    drift, diffusion = _second_moment_rates(h, s, lr, slope)
     start = np.asarray(x0, dtype=float) ** 2 if second_moment0 is None else np.asarray(second_moment0)
     rate = drift + diffusion
     return relaxation(t, start, rate, lr / rate)
 
 
-def signsgd_phase3_stationary_second_moment(h: ArrayLike, s: ArrayLike, lr: float) -> np.ndarray:
-    """``E x_i² → η / (2a_i + η(2/π)(h_i/s_i)²)`` (SPEC §5); ``≈ η s/(2√(2/π) h)`` at small κ."""
-    drift, diffusion = _second_moment_rates(h, s, lr)
+def signsgd_phase3_stationary_second_moment(
+    h: ArrayLike, s: ArrayLike, lr: float, *, slope: float = SQRT_2_OVER_PI
+) -> np.ndarray:
+    """``E x_i² → η / (2a_i + η c²(h_i/s_i)²)`` (SPEC §5, §8); ``≈ η s/(2c h)`` at small κ."""
+    drift, diffusion = _second_moment_rates(h, s, lr, slope)
     return lr / (drift + diffusion)
 
 
-def signsgd_phase3_stationary_loss(h: ArrayLike, s: ArrayLike, lr: float) -> float:
-    """``E f = ½ Σ h_i E x_i²`` at stationarity: ``≈ Σ η s_i √(π/2)/4``, linear in the noise scale."""
+def signsgd_phase3_stationary_loss(
+    h: ArrayLike, s: ArrayLike, lr: float, *, slope: float = SQRT_2_OVER_PI
+) -> float:
+    """``E f = ½ Σ h_i E x_i²`` at stationarity: ``≈ Σ η s_i/(4c)``, linear in the noise scale."""
     h_arr = positive("curvature h", h)
-    return float(np.sum(0.5 * h_arr * signsgd_phase3_stationary_second_moment(h_arr, s, lr), axis=-1))
+    moment = signsgd_phase3_stationary_second_moment(h_arr, s, lr, slope=slope)
+    return float(np.sum(0.5 * h_arr * moment, axis=-1))
+
+
+def noise_log_cdf(noise: str, nu: float | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """``log F`` of the standardised noise law: ``log Φ`` (Gaussian) or ``log F_ν`` (Student-t)."""
+    from scipy.special import log_ndtr
+    from scipy.stats import t as student_t
+
+    if noise == "gaussian":
+        return log_ndtr
+    if noise == "student-t" and nu is not None:
+        return lambda y: student_t.logcdf(y, positive("degrees of freedom nu", nu))
+    raise TheoryError(f"no noise law {noise!r} (nu={nu}); choose gaussian, or student-t with nu")
+
+
+def lattice_offset(x0: ArrayLike, lr: float) -> np.ndarray:
+    """``r = x₀ − η·round(x₀/η)``: SignSGD's iterates are ``x₀ + ηℤ = r + ηℤ``, ``|r| ≤ η/2`` (SPEC §8)."""
+    x0 = np.asarray(x0, dtype=float)
+    return x0 - lr * np.round(x0 / lr)
+
+
+MAX_LATTICE_SITES = 10_000_001
+"""The largest lattice :func:`signsgd_lattice_stationary_second_moment` sums over (κ ≈ 1e-11)."""
+
+
+def _lattice_second_moment(
+    h: float, s: float, lr: float, offset: float, log_cdf: Callable, slope: float
+) -> float:
+    # Sites out to 40 phase-3 standard deviations (in lattice units √(1/(2cκ))) hold all the mass;
+    # the loop widens the window if they do not.
+    half = math.ceil(40.0 * math.sqrt(s / (2.0 * slope * lr * h)) + 10.0)
+    while 2 * half + 1 <= MAX_LATTICE_SITES:
+        x = offset + lr * np.arange(-half, half + 1)
+        y = h * x / s
+        # Detailed balance of the birth–death chain: π(n+1) F(y_{n+1}) = π(n) F(−y_n).
+        log_pi = np.concatenate([[0.0], np.cumsum(log_cdf(-y[:-1]) - log_cdf(y[1:]))])
+        pi = np.exp(log_pi - log_pi.max())
+        pi /= pi.sum()
+        if max(pi[0], pi[-1]) < 1e-16:
+            return float(np.sum(pi * x * x))
+        half *= 2
+    raise TheoryError(f"κ = ηh/s = {lr * h / s:.3g} is too small for the lattice law; use the phase-3 law")
+
+
+def signsgd_lattice_stationary_second_moment(
+    h: ArrayLike, s: ArrayLike, lr: float, x0: ArrayLike, *, noise: str = "gaussian", nu: float | None = None
+) -> np.ndarray:
+    """``E x_i²`` of SignSGD's exact stationary law on its lattice ``x₀ + ηℤ`` (SPEC §8), any κ.
+
+    On ``f = ½ Σ h_i x_i²`` with independent symmetric noise ``s ζ`` per coordinate,
+    each coordinate of SignSGD is a birth–death chain on ``r + ηℤ`` (``r`` from
+    :func:`lattice_offset`): from ``x`` it steps to ``x − η`` with probability
+    ``F(hx/s)`` and to ``x + η`` otherwise.  Its stationary law follows from detailed
+    balance, ``π(x + η) F(h(x + η)/s) = π(x) F(−hx/s)``, and is exact for every κ;
+    the chain has period 2, so this is the law of the time average (what a recorder
+    on stratified steps sees).  For κ ≳ 2 nearly all its mass sits on the two sites
+    around 0, and the loss depends on ``x₀ mod η``; for small κ it tends to the
+    phase-3 law.
+    """
+    h_arr, s_arr, offset = np.broadcast_arrays(
+        positive("curvature h", h),
+        positive("noise scale s", s),
+        lattice_offset(x0, float(positive("lr", lr))),
+    )
+    log_cdf, slope = noise_log_cdf(noise, nu), sign_slope(noise, nu)
+    out = np.empty(h_arr.shape)
+    for index in np.ndindex(h_arr.shape):
+        out[index] = _lattice_second_moment(h_arr[index], s_arr[index], lr, offset[index], log_cdf, slope)
+    return out
+
+
+def noise_log_sf(noise: str, nu: float | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """``log(1 − F)`` of the standardised noise law (``log F(−y)`` by symmetry)."""
+    log_cdf = noise_log_cdf(noise, nu)
+    return lambda y: log_cdf(-np.asarray(y))
+
+
+def signsgd_sde_stationary_second_moment(
+    h: ArrayLike, s: ArrayLike, lr: float, *, noise: str = "gaussian", nu: float | None = None
+) -> np.ndarray:
+    """``E X_i²`` under the stationary law of SignSGD's SDE (SPEC §3: Cor 3.3, or its Student-t form).
+
+    Per coordinate, in ``y = hX/s``, the SDE ``dX = −b(hX/s) dt + √η √(1 − b²) dW`` with
+    ``b = 2F − 1`` (``erf(y/√2)`` for Gaussian noise) is a 1-d diffusion, whose stationary
+    density is ``π(y) ∝ exp(−(2/κ)∫₀ʸ b/(1 − b²)) / (1 − b²)``, ``κ = ηh/s`` (zero flux).
+    Integrated by the trapezoid rule on a grid of 40 phase-3 standard deviations.  This is
+    what the SDE itself predicts, with no linearisation; at small κ it is the phase-3 law.
+    """
+    h_arr, s_arr = np.broadcast_arrays(positive("curvature h", h), positive("noise scale s", s))
+    lr = float(positive("lr", lr))
+    log_sf, slope = noise_log_sf(noise, nu), sign_slope(noise, nu)
+    # Gaussian tails underflow past y ≈ 38; by y = 30 the density is below e^{-400/κ}.
+    cap = 30.0 if noise == "gaussian" else math.inf
+    out = np.empty(h_arr.shape)
+    for index in np.ndindex(h_arr.shape):
+        kappa = lr * h_arr[index] / s_arr[index]
+        y = np.linspace(0.0, min(40.0 * math.sqrt(kappa / (2.0 * slope)), cap), 20001)
+        log_tail = log_sf(y)
+        tail = np.exp(log_tail)
+        drift = (1.0 - 2.0 * tail) / (4.0 * tail * (1.0 - tail))  # b/(1 − b²), 1 − b² = 4F(−y)F(y)
+        integral = np.concatenate([[0.0], np.cumsum(0.5 * (drift[1:] + drift[:-1]) * np.diff(y))])
+        log_density = -log_tail - np.log1p(-tail) - 2.0 * integral / kappa
+        weight = np.exp(log_density - log_density.max())
+        out[index] = (
+            (s_arr[index] / h_arr[index]) ** 2 * np.trapezoid(weight * y * y, y) / np.trapezoid(weight, y)
+        )
+    return out
+
+
+def signsgd_lattice_loss_floor(h: ArrayLike, lr: float, x0: ArrayLike) -> float:
+    """``Σ ½ h_i r_i²``, ``r = x₀ mod η`` nearest 0: no iterate of SignSGD has a lower loss (SPEC §8)."""
+    return float(
+        np.sum(0.5 * positive("curvature h", h) * lattice_offset(x0, float(positive("lr", lr))) ** 2)
+    )
 
 
 def signsgd_phase1_loss_bound(t: ArrayLike, f0: float, mu: float) -> np.ndarray:
@@ -104,14 +249,19 @@ def signsgd_phase1_loss_bound(t: ArrayLike, f0: float, mu: float) -> np.ndarray:
     return np.clip(math.sqrt(f0) - np.sqrt(mu / 2.0) * times(t), 0.0, None) ** 2
 
 
-def signsgd_phase3_loss_rate(mu: float, sigma: float, batch_size: int = 1) -> float:
-    """``c = 2μ√(2/π)√B/σ``, the rate of the phase-3 loss bound (SPEC §5)."""
-    return float(2.0 * positive("mu", mu) * SQRT_2_OVER_PI * math.sqrt(batch_size) / positive("sigma", sigma))
+def signsgd_phase3_loss_rate(
+    mu: float, sigma: float, batch_size: int = 1, *, slope: float = SQRT_2_OVER_PI
+) -> float:
+    """``c = 2μ√(2/π)√B/σ``, the rate of the phase-3 loss bound (SPEC §5); ``2f_ν(0)`` for Student-t."""
+    return float(2.0 * positive("mu", mu) * slope * math.sqrt(batch_size) / positive("sigma", sigma))
 
 
-def signsgd_phase3_loss_limit(mu: float, L: float, d: int, sigma: float, batch_size: int, lr: float) -> float:
+def signsgd_phase3_loss_limit(
+    mu: float, L: float, d: int, sigma: float, batch_size: int, lr: float, *, slope: float = SQRT_2_OVER_PI
+) -> float:
     """``ηLd√(π/2)σ/(4μ√B) = (ηLd/2)/c``: the phase-3 bound's asymptote (SPEC §5, poster eq. 4)."""
-    return float(positive("lr", lr) * L * d / (2.0 * signsgd_phase3_loss_rate(mu, sigma, batch_size)))
+    rate = signsgd_phase3_loss_rate(mu, sigma, batch_size, slope=slope)
+    return float(positive("lr", lr) * L * d / (2.0 * rate))
 
 
 def signsgd_phase3_loss_bound(
