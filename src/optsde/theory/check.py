@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from optsde.integrate import DiscreteRunner, simulate
+from optsde.sde import DiscreteRunner, simulate
 from optsde.noise import GaussianNoise, StudentTNoise
 from optsde.optimizers import get_optimizer
 from optsde.optimizers.base import State
