@@ -203,7 +203,7 @@ def load_sweep(path: Path) -> Sweep:
         try:
             params = resolve_params(exp, quick, {**fixed, **point})
         except OptsdeError as exc:
-            at = f" at grid point {_as_text(point)}" if point else ""
+            at = f" at grid point {','.join(f'{k}={_as_text(v)}' for k, v in point.items())}" if point else ""
             raise SweepError(f"{path}{at}: {exc}") from None
         threads = max(1, int(resources["num_cpus"]))
         cells += [
@@ -321,9 +321,16 @@ class Pool(Protocol):
     def close(self) -> None: ...
 
 
-def _ignore_sigint() -> None:
+def _init_worker() -> None:
     # Ctrl-C in a terminal reaches the whole process group; the parent alone decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The parent abandons a cell with SIGTERM; as SystemExit it unwinds the cell, whose
+    # staging directory and the worker's own resources are then cleaned up on the way out.
+    signal.signal(signal.SIGTERM, _exit)
+
+
+def _exit(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 class LocalPool:
@@ -335,7 +342,7 @@ class LocalPool:
 
     def _new_executor(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(self.capacity, mp_context=context, initializer=_ignore_sigint)
+        return ProcessPoolExecutor(self.capacity, mp_context=context, initializer=_init_worker)
 
     def submit(self, cell: Cell, root: Path, inject_failure: bool) -> Future[CellOutcome]:
         try:
@@ -350,15 +357,16 @@ class LocalPool:
         return [(future, _outcome(future.result)) for future in done]
 
     def abandon(self, handles: Iterable[Future[CellOutcome]]) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        # ProcessPoolExecutor.terminate_workers() exists from Python 3.14; before, its processes.
+        """SIGTERM to every worker (see :func:`_init_worker`), then wait for them to stop."""
+        # ProcessPoolExecutor.terminate_workers() exists from Python 3.14; before, only its
+        # private process table reaches the workers.
         terminate = getattr(self.executor, "terminate_workers", None)
         if terminate is not None:
             terminate()
-            return
-        for process in list(getattr(self.executor, "_processes", {}).values()):
-            process.terminate()
-            process.join()
+        else:
+            for process in list((getattr(self.executor, "_processes", None) or {}).values()):
+                process.terminate()
+        self.executor.shutdown(wait=True, cancel_futures=True)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
