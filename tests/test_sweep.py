@@ -140,6 +140,7 @@ def test_a_failing_cell_is_retried_then_reported_and_the_others_finish(
     assert code == 1
     assert sorted(summaries(out)) == ["simulate/hessian=1_2/seed=0"]
     assert hidden_entries(out) == []
+    assert not (out / "simulate/hessian=1_-1").exists()
     assert (
         "retry simulate/hessian=1_2/seed=0 (attempt 2 of 2): RuntimeError: failure injected" in captured.out
     )

@@ -388,11 +388,15 @@ class RayPool:
         import ray
 
         self.ray = ray
-        if address is None:
-            # "local" starts a fresh instance even where RAY_ADDRESS names another cluster.
-            ray.init(address="local", num_cpus=workers, include_dashboard=False, logging_level="WARNING")
-        else:
-            ray.init(address=address, logging_level="WARNING")
+        try:
+            if address is None:
+                # "local" starts a fresh instance even where RAY_ADDRESS names another cluster.
+                ray.init(address="local", num_cpus=workers, include_dashboard=False, logging_level="WARNING")
+            else:
+                ray.init(address=address, logging_level="WARNING")
+        except Exception as exc:
+            where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+            raise SweepError(f"--ray: could not start or reach {where}: {one_line(exc)}") from None
         # Ray queues what the cluster cannot run yet, so every cell is handed to it at once.
         self.capacity = 1 << 30
         self.task = ray.remote(run_cell).options(
@@ -508,7 +512,20 @@ def run_sweep(
             pool.close()
             for cell, _attempt in running.values():
                 shutil.rmtree(staging_dir(root / cell.name), ignore_errors=True)
+            # No worker runs now: the directories made for cells that left nothing can go.
+            for name in [*outcome.failed, *(cell.name for cell, _attempt in running.values())]:
+                _remove_empty_parents(root / name, root)
     return outcome
+
+
+def _remove_empty_parents(path: Path, root: Path) -> None:
+    for parent in path.parents:
+        if parent == root or root not in parent.parents:
+            return
+        try:
+            parent.rmdir()
+        except OSError:  # not empty: other cells live there
+            return
 
 
 def default_workers(resources: Mapping[str, float]) -> int:
