@@ -35,8 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
 import yaml
 
+from optsde.cli.common import resolve_device, resolve_dtype
+from optsde.cli.run import execute, prepare_checkpoints
 from optsde.errors import OptsdeError
 from optsde.experiments.base import Context, Experiment, get_experiment
 
@@ -256,6 +259,7 @@ def is_complete(run_dir: Path) -> bool:
 
 
 def one_line(exc: BaseException) -> str:
+    """An exception as the one line a user reads: its message, with its type unless it is ours."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     message = text if isinstance(exc, OptsdeError) else f"{type(exc).__name__}: {text}".rstrip(": ")
     return message if len(message) <= 300 else message[:297] + "..."
@@ -267,11 +271,6 @@ def run_cell(cell: Cell, root: str, inject_failure: bool = False) -> CellOutcome
     This is ``optsde run`` (docs/sweeps.md): the same context, the same :func:`execute`, so a
     cell's numbers are those of the equivalent ``optsde run`` command.
     """
-    import torch
-
-    from optsde.cli.common import resolve_device, resolve_dtype
-    from optsde.cli.run import execute, prepare_checkpoints
-
     final = Path(root) / cell.name
     staging = staging_dir(final)
     started = time.perf_counter()
