@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="ADDRESS",
         help="run cells as Ray tasks: alone, on a local Ray instance; with ADDRESS (e.g. auto or "
-        "ray://host:10001), on that cluster",
+        "ray://host:10001), on that cluster (write --ray after FILE, or --ray=ADDRESS)",
     )
     p.add_argument(
         "--retries", type=non_negative_int, default=0, help="tries again for a failed cell (default 0)"
