@@ -19,6 +19,7 @@ from optsde.cli.common import (
 )
 from optsde.errors import OptsdeError
 from optsde.experiments.base import Context, Experiment, discover, get_experiment
+from optsde.html_report import write_index
 from optsde.report import write_result
 
 
@@ -162,4 +163,5 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; reports:")
     for name in experiments:
         print(f"  {root / name / 'report.md'}")
+    print(f"all of them on one page: {write_index(root)}")
     return max(codes, default=0)
