@@ -78,12 +78,22 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def _check_parent(path: Path, flag: str) -> None:
-    """The directory ``path`` would be created in exists (or can be created) and is writable."""
+    """The directory ``path`` would be created in exists (or can be made) and takes new entries.
+
+    Permission bits do not say it (root may write anywhere by them, yet not in /proc), so the
+    nearest existing ancestor is probed by making and removing an empty directory in it.
+    """
     ancestor = _nearest_existing(path.parent)
     if not ancestor.is_dir():
         raise OutputError(f"{flag} {path}: {ancestor} is a file, not a directory; choose another path")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise OutputError(f"{flag} {path}: {ancestor} is not writable; choose another path")
+    probe = ancestor / f".{path.name}.optsde-probe"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise OutputError(
+            f"{flag} {path}: cannot create anything in {ancestor} ({exc.strerror}); choose another path"
+        ) from None
 
 
 def _make_dirs(path: Path, flag: str, shown: Path) -> list[Path]:

@@ -34,6 +34,17 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        namespace, extras = super().parse_known_args(args, namespace)
+        # argparse reads ``--flag=--`` as an empty list without calling the flag's type;
+        # none of our types returns an empty list, so an empty list is always that.
+        for action in self._actions:
+            if action.type is not None and getattr(namespace, action.dest, None) == []:
+                self.error(f"argument {'/'.join(action.option_strings)}: expected a value")
+        return namespace, extras
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
 

@@ -72,13 +72,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     demo.add_argument(
         "--only",
-        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        type=_names,
         default=None,
         metavar="NAMES",
         help="run only these experiments, comma-separated (default: all of `optsde list`)",
     )
     add_run_flags(demo, default_out=str(DEMO_OUT))
     demo.set_defaults(handler=run_demo)
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(
+            f"expected experiment names like heavy-tails,signsgd-phases; got {text!r}"
+        )
+    return names
 
 
 def list_experiments(args: argparse.Namespace) -> int:
@@ -218,12 +227,8 @@ def run_demo(args: argparse.Namespace) -> int:
     experiments = discover()
     chosen = args.only if args.only is not None else list(experiments)
     unknown = [name for name in chosen if name not in experiments]
-    if unknown or not chosen:
-        raise ExperimentError(
-            f"--only {','.join(chosen)}: choose among {', '.join(experiments)}"
-            if unknown
-            else "--only: name at least one experiment"
-        )
+    if unknown:
+        raise ExperimentError(f"--only {','.join(unknown)}: choose among {', '.join(experiments)}")
     contexts = {name: make_context(experiments[name], args, quick=True, settings={}) for name in chosen}
     run = RunDirectory.open(args.out or DEMO_OUT, overwrite=args.overwrite, resume=args.resume)
 
