@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="change a parameter of the experiment (repeatable; lists are comma-separated; "
-        "`optsde run NAME --set help=1` lists the parameters)",
+        "an unknown KEY lists the known ones)",
     )
     add_run_flags(runner, default_out="runs/NAME")
     runner.set_defaults(handler=run_one)
