@@ -13,7 +13,6 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -37,6 +36,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
             "default" in text
             or default is None
             or default is False
+            or default == []
             or default is argparse.SUPPRESS
             or not action.option_strings
         ):
@@ -159,7 +159,7 @@ def add_run_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument(
         "--no-progress",
         action="store_true",
-        help="no progress output (otherwise a bar on a terminal, a line every 20 s elsewhere)",
+        help="no progress output on stderr",
     )
     add_threads_flag(parser)
 
@@ -198,8 +198,3 @@ def parse_settings(pairs: list[str]) -> dict[str, str]:
             raise OptsdeError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set lr=0.01")
         settings[key.strip()] = value.strip()
     return settings
-
-
-def jsonable_config(value: Any) -> Any:
-    """Flag values as config.json stores them (paths as text)."""
-    return str(value) if isinstance(value, Path) else value

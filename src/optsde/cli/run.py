@@ -189,7 +189,10 @@ def in_run_directory(
             run.abandon()
         raise
     except BaseException:
-        print(f"optsde: {what} failed; what was recorded is in {run.work}", file=sys.stderr)
+        if any(run.work.rglob("summary.json")):
+            print(f"optsde: {what} failed; what was recorded is in {run.work}", file=sys.stderr)
+        else:  # a failed start: nothing to keep
+            run.abandon()
         raise
     out = run.commit()
     print(f"wrote {out}/report.md" if (out / "report.md").exists() else f"wrote {out}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from optsde.cli.common import (
     add_run_flags,
     apply_threads,
@@ -17,6 +19,7 @@ from optsde.cli.common import (
     show_progress,
 )
 from optsde.cli.run import execute, in_run_directory, prepare_checkpoints
+from optsde.errors import OptsdeError
 from optsde.experiments.base import Context, Experiment
 from optsde.experiments.custom import CUSTOM_DEFAULTS, custom_comparison
 from optsde.optimizers import OPTIMIZERS
@@ -75,8 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--x0",
         type=float_list,
         default=None,
-        help="start, one value per coordinate, e.g. 1,1 (default: the problem's own start, "
-        "recorded in config.json)",
+        help="start, one value per coordinate, e.g. 1,1 (default: the problem's own start)",
     )
     p.add_argument("--steps", type=positive_int, default=d["steps"], help="optimizer steps")
     p.add_argument("--paths", type=positive_int, default=d["paths"], help="independent paths")
@@ -96,12 +98,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def simulate(args: argparse.Namespace) -> int:
     params = {key: getattr(args, key) for key in CUSTOM_DEFAULTS}
     apply_threads(args)
+    dtype = resolve_dtype(args.dtype)
+    if not torch.isfinite(torch.tensor(args.sigma, dtype=dtype) ** 2):
+        # The noise variance σ² must exist in the run's precision, or every model sees inf.
+        raise OptsdeError(f"--sigma {args.sigma:g}: σ² overflows {args.dtype}; give a smaller noise scale")
     ctx = Context(
         experiment="simulate",
         params=params,
         seed=args.seed,
         device=resolve_device(args.device),
-        dtype=resolve_dtype(args.dtype),
+        dtype=dtype,
         progress=show_progress(args),
     )
     run = RunDirectory.open(args.out or SIMULATE_OUT, overwrite=args.overwrite, resume=args.resume)
