@@ -110,7 +110,7 @@ def test_single_method_divergence_is_reported_and_kept(
 def test_comparison_continues_past_a_diverged_method(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The prior RMSprop SDE starts with V ≈ (1−β)σ² ≪ (∇f)² and is stiff at dt = η (SPEC §3):
+    # The prior RMSprop SDE starts with V ≈ (1−β)σ² ≪ (∇f)² and is stiff at dt = η (docs/theory.md §3):
     # it blows up where the optimizer and the paper's SDE do not.
     out = tmp_path / "cmp"
     args = [
