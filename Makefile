@@ -11,8 +11,9 @@ $(STAMP): pyproject.toml constraints-ci.txt
 	$(BIN)/pip install --quiet -c constraints-ci.txt -e '.[dev]'
 	touch $(STAMP)
 
+# --overwrite replaces an earlier demo (only ever a directory optsde wrote itself).
 demo: $(STAMP)
-	$(BIN)/optsde demo --out runs/demo
+	$(BIN)/optsde demo --out runs/demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

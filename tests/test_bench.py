@@ -2,7 +2,7 @@
 
 - ``optsde bench`` and :func:`run_benchmark` produce the promised records, ratios and
   errors (tiny sizes, eager path; no wall-clock assertions anywhere).
-- The torchsde version of the AdamW SDE is an independent implementation of SPEC §3;
+- The torchsde version of the AdamW SDE is an independent implementation of docs/theory.md §3;
   it must agree in distribution with the project's ``SDERunner`` — otherwise the
   benchmark would compare two different computations.
 - The fused, compiled block computes the same map as the eager EM steps (same

@@ -15,6 +15,7 @@ from optsde.cli import main
 from optsde.noise import GaussianNoise
 from optsde.optimizers import OPTIMIZERS, Hyperparameters
 from optsde.problems import NoisyProblem, Quadratic
+from optsde.results import RunDirectory
 from optsde.sde import DiscreteRunner, FileCheckpoint, loss_observable, simulate
 
 SMALL = ["--steps", "300", "--paths", "32", "--no-progress"]
@@ -79,7 +80,7 @@ def test_simulate_writes_the_five_outputs(tmp_path: Path, capsys: pytest.Capture
         fidelity = summary["fidelity"][method]
         for key in ("max_rel_gap", "mean_rel_gap", "stationary_rel_error"):
             assert np.isfinite(fidelity[key]) and fidelity[f"{key}_se"] >= 0
-    assert not (tmp_path / "sim.checkpoint").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sim"]
 
 
 def test_same_seed_same_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -109,7 +110,7 @@ def test_single_method_divergence_is_reported_and_kept(
 def test_comparison_continues_past_a_diverged_method(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The prior RMSprop SDE starts with V ≈ (1−β)σ² ≪ (∇f)² and is stiff at dt = η (SPEC §3):
+    # The prior RMSprop SDE starts with V ≈ (1−β)σ² ≪ (∇f)² and is stiff at dt = η (docs/theory.md §3):
     # it blows up where the optimizer and the paper's SDE do not.
     out = tmp_path / "cmp"
     args = [
@@ -204,22 +205,27 @@ def test_interrupted_run_resumes_to_the_uninterrupted_numbers(
         return original_advance(self, *args, **kwargs)
 
     monkeypatch.setattr(DiscreteRunner, "advance", interrupting_advance)
-    code, _, err = run_cli([*flags, "--out", str(tmp_path / "cut")], capsys)
+    cut = [*flags, "--out", str(tmp_path / "cut")]
+    code, _, err = run_cli(cut, capsys)
     assert code == 130 and "--resume" in err
-    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["status"] == "interrupted"
-    assert any((tmp_path / "cut.checkpoint").glob("*.pt"))
+    work = tmp_path / ".cut.optsde-work"
+    assert json.loads((work / "summary.json").read_text())["status"] == "interrupted"
+    assert any(work.glob(".checkpoints/heavy-tails/*.pt"))
+    assert not (tmp_path / "cut").exists()
 
     monkeypatch.setattr(DiscreteRunner, "advance", original_advance)
-    code, _, _ = run_cli([*flags, "--out", str(tmp_path / "cut"), "--resume"], capsys)
+    code, _, _ = run_cli([*cut, "--resume"], capsys)
     assert code == 0
     assert (tmp_path / "cut" / "series.csv").read_text() == (tmp_path / "whole" / "series.csv").read_text()
-    assert not (tmp_path / "cut.checkpoint").exists()
+    assert not work.exists() and not (tmp_path / "cut" / ".checkpoints").exists()
 
 
 def test_resume_refuses_other_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r"
-    (tmp_path / "r.checkpoint").mkdir()
-    (tmp_path / "r.checkpoint" / "config.json").write_text("{}")
-    code, _, err = run_cli(["run", "heavy-tails", "--quick", "--resume", "--out", str(out)], capsys)
+    flags = ["run", "heavy-tails", "--quick", "--out", str(out)]
+    run = RunDirectory.open(out)
+    (run.checkpoints("heavy-tails")).mkdir(parents=True)
+    (run.checkpoints("heavy-tails") / "config.json").write_text("{}")
+    code, _, err = run_cli([*flags, "--resume"], capsys)
     assert code == 2 and "other settings" in err
-    assert not out.exists()
+    assert not out.exists() and (run.checkpoints("heavy-tails") / "config.json").read_text() == "{}"

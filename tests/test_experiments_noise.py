@@ -1,6 +1,6 @@
 """The ``noise-resilience`` and ``heavy-tails`` experiments, run small through the framework.
 
-Each test checks the outputs' contract and a statistical claim of SPEC §5 / §3 with a
+Each test checks the outputs' contract and a statistical claim of docs/theory.md §5 / §3 with a
 tolerance of ``Z_TOL`` Monte Carlo standard errors taken from the run itself; the ground
 truths are closed forms that do not come from the code under test (the exponent 2 of a
 linear recursion, the stable law of Cauchy sums) or SPEC's own stated accuracy.
@@ -67,7 +67,7 @@ def test_sgd_loss_grows_like_sigma_squared(resilience: dict[str, Any]) -> None:
 
 def test_adamw_loss_stays_bounded(resilience: dict[str, Any]) -> None:
     """AdamW with θ = 1: below the paper's eq. (6) at σ = 100, far from Adam's σ-law between
-    σ = 10 and 100, and at the discrete Lyapunov form within SPEC §5's stated ≈2% at κ ≲ 0.1."""
+    σ = 10 and 100, and at the discrete Lyapunov form within docs/theory.md §5's stated ≈2% at κ ≲ 0.1."""
     block = resilience["optimizers"]["adamw"]
     top = block["points"][-1]
     assert top["sigma"] == 100.0 and top["kappa"] <= 0.1

@@ -1,4 +1,4 @@
-"""The network gradient-noise oracle against brute force on tiny models (SPEC §4).
+"""The network gradient-noise oracle against brute force on tiny models (docs/theory.md §4).
 
 Brute force: the model's own parameters set from the flat vector and autograd,
 one example or one path at a time in a Python loop.  Statistical checks derive

@@ -1,9 +1,9 @@
-"""Discrete optimizers against independent ground truth (SPEC §2), and the hyperparameter record.
+"""Discrete optimizers against independent ground truth (docs/theory.md §2), and the hyperparameter record.
 
 The reference for SGD, Adam, AdamW and RMSprop is ``torch.optim`` itself, fed the same
 gradient sequences through ``p.grad``; RMSpropW (decay on the old ``x``) and SignSGD,
 which torch does not have, are checked against a hand-written NumPy transcription of
-SPEC §2.  Scaling rules are checked against SPEC §6's table, written out here.
+docs/theory.md §2.  Scaling rules are checked against docs/theory.md §6's table, written out here.
 """
 
 from __future__ import annotations
@@ -171,7 +171,8 @@ def test_sgd_matches_torch(kind, dtype, scheduled):
 
 
 def numpy_rmspropw(x0, grads, lr, beta, eps, theta, schedule_fn):
-    """SPEC §2 transcribed: ``v ← βv + (1−β)g²``; ``x ← x − η g/(√v+ε) − ηθ x`` (x the old iterate)."""
+    """docs/theory.md §2 transcribed: ``v ← βv + (1−β)g²``; ``x ← x − η g/(√v+ε) − ηθ x`` (x the old
+    iterate)."""
     x, v = x0.copy(), np.zeros_like(x0)
     for k, g in enumerate(grads, start=1):
         eta = lr * schedule_fn(k)
@@ -365,7 +366,7 @@ def test_rescale_then_inverse_is_identity(spec, rule, delta):
 
 @pytest.mark.parametrize("delta", [2.0, 4.0, 0.5])
 def test_rescale_follows_spec_table(delta):
-    """SPEC §6, written out independently of the code."""
+    """docs/theory.md §6, written out independently of the code."""
     root = math.sqrt(delta)
     hp = BASE
     paper = ADAMW_SPEC.rescale(hp, delta, "paper")

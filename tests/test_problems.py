@@ -1,4 +1,4 @@
-"""Noise models and analytic problems (SPEC §1, §3, §4) against independent references.
+"""Noise models and analytic problems (docs/theory.md §1, §3, §4) against independent references.
 
 Sampled noise is checked statistically (tolerances from the Monte Carlo standard
 error, see ``conftest``); gradients against ``torch.autograd`` or a hand-derived
@@ -40,7 +40,7 @@ def test_gaussian_variance_and_batch_scaling(batch_size, generator):
     scale = torch.tensor([0.5, 1.0, 2.0])
     noise = GaussianNoise(3, scale=scale, batch_size=batch_size)
     x = at_origin(N, 3)
-    expected = scale.double() ** 2 / batch_size  # Σ/B, SPEC §1
+    expected = scale.double() ** 2 / batch_size  # Σ/B, docs/theory.md §1
     torch.testing.assert_close(noise.variance(x[:1])[0], expected)
     z = noise.sample(x, generator(1))
     assert z.shape == x.shape and z.dtype == x.dtype
@@ -239,7 +239,7 @@ def test_embedded_saddle(wells):
     dim = 2 + wells
     assert saddle.dim == dim
 
-    def reference_loss(x):  # SPEC §7 item 3, written out; shifted so the minimum value is 0
+    def reference_loss(x):  # docs/theory.md §7 item 3, written out; shifted so the minimum value is 0
         q, w = x[:, :2], x[:, 2:]
         return 0.5 * (h * q**2).sum(1) + (w**4 / 4 - w**2 / 2 + 0.25).sum(1)
 
@@ -290,7 +290,7 @@ def test_user_function_gradient_and_curvature():
 
 
 def test_noisy_problem_is_an_oracle_and_computes_kappa():
-    # κ = η · max_i h_i / s_i with s the per-coordinate noise std, batch size included (SPEC §3).
+    # κ = η · max_i h_i / s_i with s the per-coordinate noise std, batch size included (docs/theory.md §3).
     h, scale, batch_size, lr = [1.0, 3.0, 0.2], [0.5, 1.5, 0.01], 4, 0.01
     problem = NoisyProblem(
         Quadratic(torch.tensor(h)), GaussianNoise(3, scale=torch.tensor(scale), batch_size=batch_size)

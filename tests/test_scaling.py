@@ -1,7 +1,7 @@
-"""Batch-size scaling rules (SPEC §6, issue 4): the algebra, the config tool and `optsde scale`,
+"""Batch-size scaling rules (docs/theory.md §6, issue 4): the algebra, the config tool and `optsde scale`,
 the quadratic experiment's acceptance claims, and the tiny language model.
 
-Expected values of the rules are computed here from SPEC §6's table, not from the code under
+Expected values of the rules are computed here from docs/theory.md §6's table, not from the code under
 test; statistical claims use Monte Carlo standard errors from the data (``Z_TOL`` SE, conftest).
 """
 
@@ -42,7 +42,7 @@ BATCH_PAIRS = [(64, 256), (64, 128), (64, 32), (64, 16)]  # δ = 4, 2, 1/2, 1/4
 
 
 def spec_table(optimizer: str, rule: str, hp: Hyperparameters, delta: float) -> dict[str, float]:
-    """SPEC §6, typed in from the table: the fields each rule changes, everything else as it was."""
+    """docs/theory.md §6, typed in from the table: the fields each rule changes, everything else as it was."""
     root = math.sqrt(delta)
     expected = {
         "lr": hp.lr,
@@ -268,7 +268,8 @@ def optimizer_ratios(beta1: float, deltas, variants):
 
 
 def closed_form_ratio(runs, key) -> float:
-    """The linearised discrete AdamW's asymptotic loss ratio (SPEC §5), independent of the simulation."""
+    """The linearised discrete AdamW's asymptotic loss ratio (docs/theory.md §5), independent of the
+    simulation."""
 
     def loss(run) -> float:
         s = [SETUP.sigma / math.sqrt(run.batch)] * len(SETUP.hessian)
@@ -287,7 +288,7 @@ def test_beta1_09_paper_rule_keeps_asymptotic_loss_and_fixed_theta_does_not() ->
         assert abs(paper) - Z_TOL * paper_se <= 0.05, f"δ={delta}: paper's rule moved the loss {paper:+.1%}"
         fixed, fixed_se = ratios[("paper-fixed-theta", delta)]
         assert fixed > Z_TOL * fixed_se, f"δ={delta}: θ not rescaled, {fixed:+.1%} ± {fixed_se:.1%}"
-        # SPEC §5: the discrete Lyapunov form is within ≈2% of the optimizer at κ ≲ 0.1.
+        # docs/theory.md §5: the discrete Lyapunov form is within ≈2% of the optimizer at κ ≲ 0.1.
         assert abs(fixed - closed_form_ratio(runs, ("paper-fixed-theta", delta))) <= Z_TOL * fixed_se + 0.02
 
 
@@ -318,7 +319,7 @@ def test_refined_sde_predicts_the_optimizers_ratio_for_every_variant() -> None:
         run = runs[(variant, 2.0)].stationary
         opt = ratio_change(run["optimizer"], base["optimizer"])
         sde = ratio_change(run["sde-refined"], base["sde-refined"])
-        # SPEC §3: the refined SDE is within 1–2% of the optimizer; each level carries that error.
+        # docs/theory.md §3: the refined SDE is within 1–2% of the optimizer; each level carries that error.
         assert abs(opt[0] - sde[0]) <= Z_TOL * math.hypot(opt[1], sde[1]) + 0.04, variant
 
 

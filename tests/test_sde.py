@@ -1,10 +1,10 @@
-"""SDE models and the integrator (SPEC §3, §5): Euler–Maruyama's weak order, the SDEs
+"""SDE models and the integrator (docs/theory.md §3, §5): Euler–Maruyama's weak order, the SDEs
 against simulations of their discrete optimizers, and the integrator's bookkeeping.
 
 Every statistical comparison takes its tolerance from Monte Carlo standard errors
 (``conftest.assert_agree``: 4 SE, independent seeds per method); where a model is
 known to be off by a modelling error, the allowance is stated and justified from
-SPEC next to the assertion.  Each comparison states (and checks) its κ = η·max h/s (SPEC §3).
+SPEC next to the assertion.  Each comparison states (and checks) its κ = η·max h/s (docs/theory.md §3).
 """
 
 from __future__ import annotations
@@ -121,7 +121,8 @@ def test_euler_maruyama_has_weak_order_one(x0):
 
 def test_discrete_sgd_matches_its_exact_second_moment():
     """Discrete SGD on a quadratic is a linear recursion: ``E x_k² = a^{2k} x₀² + η²s²(1−a^{2k})/(1−a²)``,
-    ``a = 1 − ηh``, and the SGD SDE's stationary value ``ηs²/(2h)`` (SPEC §5) is its limit as κ → 0."""
+    ``a = 1 − ηh``, and the SGD SDE's stationary value ``ηs²/(2h)`` (docs/theory.md §5) is its limit as κ
+    → 0."""
     h, s, lr, x0 = 2.0, 0.5, 0.05, 1.0
     problem = quadratic_problem([h], GaussianNoise(1, scale=s))
     rec = simulate(
@@ -146,7 +147,7 @@ def test_discrete_sgd_matches_its_exact_second_moment():
 
 def test_signsgd_sde_tracks_the_optimizer():
     """Paper Cor 3.3 (Gaussian noise) against SignSGD on f = ½xᵀ diag(1, 2) x, σ = 0.1,
-    η = 0.001 (SPEC §7 item 2): κ = 0.02.  The run crosses all three phases: from |Y| ≈ 6
+    η = 0.001 (docs/theory.md §7 item 2): κ = 0.02.  The run crosses all three phases: from |Y| ≈ 6
     (phase 1) to the stationary phase-3 regime.  E f is compared at every recorded time
     and the stationary level per path; no modelling allowance (none is needed at this κ).
     """
@@ -178,7 +179,7 @@ def test_signsgd_general_sde_equals_gaussian_form_for_gaussian_noise(generator):
 
 
 def test_signsgd_student_t_sde_tracks_the_optimizer_without_variance(generator):
-    """Cauchy noise (ν = 1): no variance, no SGD SDE, but SignSGD's SDE exists (SPEC §3,
+    """Cauchy noise (ν = 1): no variance, no SGD SDE, but SignSGD's SDE exists (docs/theory.md §3,
     ``E sign = 2F_ν(∇f/s) − 1``) and must track SignSGD run with genuine Cauchy noise."""
     problem = quadratic_problem([1.0, 2.0], StudentTNoise(2, nu=1.0, scale=0.1))
     hp = Hyperparameters(lr=1e-3)
@@ -202,7 +203,7 @@ def test_signsgd_student_t_sde_tracks_the_optimizer_without_variance(generator):
 
 @pytest.mark.parametrize("nu", [1.0, 2.0])
 def test_sgd_sde_without_noise_variance_is_reported_as_divergence(nu):
-    """For ν ≤ 2 the SGD SDE does not exist (SPEC §3): its diffusion coefficient is infinite.
+    """For ν ≤ 2 the SGD SDE does not exist (docs/theory.md §3): its diffusion coefficient is infinite.
 
     Sensible behaviour: the oracle says so (``noise_variance`` is inf) and the integrator
     reports the run as diverged at the first check, keeping only what came before, rather
@@ -306,12 +307,12 @@ def adamw_runs(hp: Hyperparameters, scale: float, paths: int, seed: int, time_ho
     return problem, runs, transient, steps // 2
 
 
-# SPEC §3: the refined SDE is "within 1–2% of the optimizer wherever the paper's SDE holds"
+# docs/theory.md §3: the refined SDE is "within 1–2% of the optimizer wherever the paper's SDE holds"
 # (κ ≲ 0.1).  That is a modelling error, not a Monte Carlo one; we allow its upper end,
 # 2% of the optimizer's value, on top of 4 SE.
 REFINED_ALLOWANCE = 0.02
 
-# SPEC §3: the paper's SDE drops the fresh noise (1−β₁)Z of m_{k+1}, which leaves a
+# docs/theory.md §3: the paper's SDE drops the fresh noise (1−β₁)Z of m_{k+1}, which leaves a
 # stationary loss low by a factor ≈ β₁².  "≈": the derivation keeps only the leading
 # order in κ and 1−β₁; ±0.05 is the tolerance of that approximation (4 SE ≈ 0.025 is
 # checked to fit inside it, so that the test has power).
@@ -358,7 +359,7 @@ def test_adamw_refined_sde_tracks_the_optimizer_and_paper_sde_is_low_by_beta1_sq
     ids=["beta1=0.8", "adam", "small-lr-sigma", "large-theta-sigma"],
 )
 def test_adamw_sde_claims_across_settings(hp, scale):
-    """SPEC §3: the β₁² bias of the paper's SDE and the refined model's accuracy hold
+    """docs/theory.md §3: the β₁² bias of the paper's SDE and the refined model's accuracy hold
     "for every σ, θ, η"; a few more settings."""
     check_adamw(hp, scale, 4000, 70)
 

@@ -1,4 +1,4 @@
-"""Closed forms of SPEC §5 for RMSprop(W) / Adam(W) against simulation of the optimizers and SDEs.
+"""Closed forms of docs/theory.md §5 for RMSprop(W) / Adam(W) against simulation of the optimizers and SDEs.
 
 Ground truth is the discrete optimizer (itself checked against torch.optim elsewhere)
 or the SDE integrated with sub-steps.  Stationary second moments are per-path time
@@ -165,7 +165,7 @@ def test_continuous_lyapunov_matches_sde(model: str) -> None:
 def test_refined_sde_tracks_optimizer_stationary_loss(
     beta1: float, theta: float, eps: float, paths: int
 ) -> None:
-    """SPEC §3: the refined SDE (Euler–Maruyama with dt = η, as the experiments run it) has the
+    """docs/theory.md §3: the refined SDE (Euler–Maruyama with dt = η, as the experiments run it) has the
     optimizer's stationary loss within 2% plus Monte Carlo error.  (β₁ = 0.99 decorrelates
     slowly, hence more paths.)"""
     hp = Hyperparameters(lr=LR, beta1=beta1, beta2=0.999, eps=eps, weight_decay=theta)
@@ -207,7 +207,7 @@ def test_adamw_without_momentum_is_rmspropw() -> None:
 
 def test_fast_momentum_limit_of_the_sdes() -> None:
     """ρ₁ → ∞ at fixed β₁ (η → 0): the refined and Malladi SDEs reach the paper-style formula,
-    the paper SDE β₁² of it (SPEC §3: the bias of the missing fresh momentum noise)."""
+    the paper SDE β₁² of it (docs/theory.md §3: the bias of the missing fresh momentum noise)."""
     hp = Hyperparameters(lr=1e-7, beta1=0.9, eps=0.3, weight_decay=1.5)
     paper_style = adaptive_stationary_second_moment(H, S, hp.lr, eps=0.3, weight_decay=1.5)
     for model, factor in (("refined", 1.0), ("malladi", 1.0), ("paper", 0.81)):

@@ -1,9 +1,9 @@
-"""Closed forms of SPEC §5 for SGD and SignSGD against simulation of the optimizers (and, where a
+"""Closed forms of docs/theory.md §5 for SGD and SignSGD against simulation of the optimizers (and, where a
 bound is derived for one, of the phase's own model).
 
 Ground truth is the discrete optimizer (SGD, SignSGD; themselves checked against torch.optim
 elsewhere) or the SDE of the phase a bound is derived for, never the code under test.  A closed
-form passes inside its regime of validity if it is within 5% (``MODEL``, the accuracy SPEC §5
+form passes inside its regime of validity if it is within 5% (``MODEL``, the accuracy docs/theory.md §5
 asks for) plus ``Z_TOL`` Monte Carlo standard errors of the data; a bound passes if the
 simulated mean is below it within ``Z_TOL`` standard errors.  Where a bound is an equality
 (``f = ½μ|x|²`` in one dimension) it is also checked to be tight, so that a wrong constant
@@ -49,7 +49,7 @@ from optsde.theory.signsgd import (
 )
 
 MODEL = 0.05
-"""The modelling tolerance of SPEC §5: a closed form holds within 5% inside its regime."""
+"""The modelling tolerance of docs/theory.md §5: a closed form holds within 5% inside its regime."""
 
 Z_TOL = 4.0
 """Standard errors allowed: one comparison fails by chance with probability 6e-5 at 4 SE."""
@@ -128,7 +128,8 @@ def test_sgd_stationary_second_moment_matches_discrete_sgd():
     ids=["mu-equals-L-tight", "mu-below-L"],
 )
 def test_sgd_loss_bound(h, batch_size, tight):
-    """SPEC §5's SGD bound holds, and is an equality when ``H = μI`` (up to ``ηh`` of discreteness)."""
+    """docs/theory.md §5's SGD bound holds, and is an equality when ``H = μI`` (up to ``ηh`` of
+    discreteness)."""
     sigma, lr, x0 = 1.0, 0.002, [1.0, 1.0]
     problem = _problem(h, sigma, batch_size)
     rec = _run(

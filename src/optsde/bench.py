@@ -115,12 +115,12 @@ def bench_problem(dim: int) -> tuple[NoisyProblem, Tensor, Tensor]:
 
 
 class TorchsdeAdamW(torch.nn.Module):
-    """The paper's AdamW SDE (SPEC §3) as a torchsde SDE, written independently of
+    """The paper's AdamW SDE (docs/theory.md §3) as a torchsde SDE, written independently of
     :mod:`optsde.optimizers.adam`, on ``f(x) = ½ Σ h_i x_i²`` with noise ``Σ = diag(s²)``.
 
     torchsde integrates one state vector, so ``(X, M, V)`` is flattened to ``(P, 3d)``;
     the noise is diagonal (M is driven by ``√η ρ₁ s dW``, X and V by nothing), not a
-    dense ``3d × 3d`` matrix.  The start-up look-ahead of SPEC §3 (``V + dt·dV`` in ``P``,
+    dense ``3d × 3d`` matrix.  The start-up look-ahead of docs/theory.md §3 (``V + dt·dV`` in ``P``,
     ``ι₂`` at ``t + dt``, ``ι₁`` at ``t + η``) depends on the step, so the EM step ``dt``
     is a parameter of the SDE and ``sdeint`` must be called with that ``dt``.
     """

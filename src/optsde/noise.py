@@ -1,9 +1,9 @@
-"""Gradient-noise models for analytic problems, SPEC §4.
+"""Gradient-noise models for analytic problems, docs/theory.md §4.
 
 Additive noise ``Z`` with per-coordinate scale ``s`` (constant, or a function of
 ``x`` for state-dependent covariance), divided by ``√B`` for a minibatch of size
 ``B``.  Each model knows its variance, its Gaussian surrogate for the SDE
-diffusion, and ``E sign(g + Z)`` in closed form (SPEC §3: erf for Gaussian noise,
+diffusion, and ``E sign(g + Z)`` in closed form (docs/theory.md §3: erf for Gaussian noise,
 the Student-t CDF for Student-t noise).
 """
 
@@ -29,7 +29,7 @@ def standard_normal(like: Tensor, random: RandomSource | torch.Generator | None)
 
 
 def gaussian_sign_mean(mean: Tensor, std: Tensor) -> Tensor:
-    """``E sign(mean + s ξ) = erf(mean / (√2 s))`` (SPEC §3, Cor 3.3).
+    """``E sign(mean + s ξ) = erf(mean / (√2 s))`` (docs/theory.md §3, Cor 3.3).
 
     Where ``s = 0`` there is no noise and the answer is ``sign(mean)`` (a dead unit of a
     network has ``mean = s = 0``, where the formula would give 0/0).
@@ -103,7 +103,7 @@ class GaussianNoise:
         return self.gaussian(x, random)
 
     def expected_sign(self, mean: Tensor, x: Tensor) -> Tensor:
-        """``E sign(mean + Z) = erf(mean / (√2 s))`` (SPEC §3, Cor 3.3)."""
+        """``E sign(mean + Z) = erf(mean / (√2 s))`` (docs/theory.md §3, Cor 3.3)."""
         return gaussian_sign_mean(mean, self.std(x))
 
 
@@ -112,7 +112,7 @@ class StudentTNoise:
     """``Z = (s/√B) T_ν`` with ``T_ν`` a standard Student-t variable, independent per coordinate.
 
     Its variance ``s² ν/(ν−2)/B`` is infinite for ν ≤ 2, where the SGD SDE does
-    not exist but the SignSGD SDE does (SPEC §3).
+    not exist but the SignSGD SDE does (docs/theory.md §3).
     """
 
     dim: int
@@ -147,7 +147,7 @@ class StudentTNoise:
         return self.std(x) * xi / torch.sqrt(2.0 * gamma / self.nu)
 
     def expected_sign(self, mean: Tensor, x: Tensor) -> Tensor:
-        """``E sign(mean + Z) = 2 F_ν(mean / s) − 1`` (SPEC §3, Student-t form)."""
+        """``E sign(mean + Z) = 2 F_ν(mean / s) − 1`` (docs/theory.md §3, Student-t form)."""
         scale = self.std(x)
         return torch.where(scale > 0, 2.0 * student_t_cdf(mean / scale, self.nu) - 1.0, torch.sign(mean))
 

@@ -1,9 +1,9 @@
 """What every run leaves behind: config.json, series.csv, summary.json, figures, report.md.
 
-A run directory is written whole or not at all: files go to a hidden sibling
-directory that is renamed into place at the end, so bad input or a crash before
-the first result never leaves a half-written directory.  An interrupted run
-(Ctrl-C) still writes what it had recorded, marked ``"status": "interrupted"``.
+:func:`write_result` fills a directory that the run owns alone (its work area,
+:mod:`optsde.results`), which is moved into place only when the run is complete.
+An interrupted run (Ctrl-C) still writes what it had recorded, marked
+``"status": "interrupted"``; a run in quick mode says so, and what it left out.
 """
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,36 +93,59 @@ def write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(_jsonable(value), indent=2) + "\n")
 
 
+def _format(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(_format(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def quick_mode_note(config: dict[str, Any]) -> list[str]:
+    """The report's sentence for a run made with ``--quick``: that it was, and what it left out.
+
+    ``config["quick_changes"]`` maps each parameter quick mode changed to its quick and its
+    full-run value (see ``optsde run``).
+    """
+    if not config.get("quick"):
+        return []
+    changes = config.get("quick_changes", {})
+    listed = "; ".join(
+        f"{key} = {_format(change['quick'])} (full run: {_format(change['full'])})"
+        for key, change in changes.items()
+    )
+    return [
+        "**Made in quick mode (`--quick`)**: smaller sizes than the full experiment, so the numbers "
+        "are noisier and some settings are left out"
+        + (f" — {listed}." if listed else ".")
+        + " Run without `--quick` for the full experiment.",
+        "",
+    ]
+
+
 def write_result(result: Result, out: Path) -> Path:
-    """Write ``result`` to directory ``out`` (replacing an earlier run there) and return it."""
+    """Write ``result``'s files into directory ``out`` (created if needed) and return it.
+
+    ``out`` belongs to this run alone: files already there under the same names are replaced.
+    """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        write_json(staging / "config.json", result.config)
-        with open(staging / "series.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(SERIES_COLUMNS)
-            for row in result.rows:
-                writer.writerow([*row[:3], f"{row[3]:.9g}", row[4], f"{row[5]:.9g}", f"{row[6]:.6g}"])
-        write_json(
-            staging / "summary.json",
-            {"experiment": result.experiment, "status": result.status, **result.summary},
-        )
-        for name, figure in result.figures.items():
-            figure.savefig(staging / f"{name}.png", dpi=120, bbox_inches="tight")
-            plt.close(figure)
-        header = [f"# {result.experiment}", ""]
-        if result.status != "complete":
-            header += [f"**Status: {result.status}** — the numbers below cover what was recorded.", ""]
-        figures = ["", "## Figures", ""] + [f"![{name}]({name}.png)" for name in result.figures]
-        (staging / "report.md").write_text("\n".join(header + result.report + figures) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", result.config)
+    with open(out / "series.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(SERIES_COLUMNS)
+        for row in result.rows:
+            writer.writerow([*row[:3], f"{row[3]:.9g}", row[4], f"{row[5]:.9g}", f"{row[6]:.6g}"])
+    write_json(
+        out / "summary.json", {"experiment": result.experiment, "status": result.status, **result.summary}
+    )
+    for name, figure in result.figures.items():
+        figure.savefig(out / f"{name}.png", dpi=120, bbox_inches="tight")
+        plt.close(figure)
+    header = [f"# {result.experiment}", ""]
+    if result.status != "complete":
+        header += [f"**Status: {result.status}** — the numbers below cover what was recorded.", ""]
+    header += quick_mode_note(result.config)
+    figures = ["", "## Figures", ""] + [f"![{name}]({name}.png)" for name in result.figures]
+    (out / "report.md").write_text("\n".join(header + result.report + figures) + "\n")
     return out
 
 

@@ -1,4 +1,4 @@
-"""Batch-size scaling rules as a tool: ``B → δB`` and the hyperparameters that go with it (SPEC §6).
+"""Batch-size scaling rules as a tool: ``B → δB`` and the hyperparameters that go with it (docs/theory.md §6).
 
 The algebra of each rule lives with its optimizer family
 (:meth:`optsde.optimizers.base.OptimizerSpec.rescale`); this module is the user-facing
@@ -53,7 +53,7 @@ SCALING_VARIANTS: dict[str, str] = {
     "paper-fixed-theta": "the paper's rule without rescaling θ",
     "none": "no rescaling: the batch changes, the hyperparameters do not",
 }
-"""The four variants the scaling experiments compare (issue 4), name → what it does."""
+"""The four variants the scaling experiments compare, name → what it does."""
 
 
 class ScalingError(OptsdeError):
@@ -92,7 +92,7 @@ def rescale(
     to_batch: int,
     rule: str | None = None,
 ) -> Hyperparameters:
-    """Hyperparameters for batch size ``to_batch`` given ``hp`` tuned at ``from_batch`` (SPEC §6).
+    """Hyperparameters for batch size ``to_batch`` given ``hp`` tuned at ``from_batch`` (docs/theory.md §6).
 
     ``rule`` defaults to the optimizer's first rule (``paper`` for the adaptive
     families, ``linear`` for SGD, ``square-root`` for SignSGD).  A rescaled β outside
@@ -290,7 +290,7 @@ def hyperparameters_config(optimizer: str | OptimizerSpec, hp: Hyperparameters, 
 def rescale_config(
     config: Mapping[str, Any], to_batch: int, rule: str | None = None, optimizer: str | None = None
 ) -> dict[str, Any]:
-    """A copy of ``config`` rescaled to ``to_batch`` under ``rule`` (SPEC §6).
+    """A copy of ``config`` rescaled to ``to_batch`` under ``rule`` (docs/theory.md §6).
 
     Every field the optimizer uses is written out (a default the rule changes, like
     AdamW's ``weight_decay = 0.01``, must be stated at the new batch size); every

@@ -13,9 +13,10 @@ import importlib
 import pkgutil
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from optsde import __version__
+from optsde.cli.common import HelpFormatter
 from optsde.errors import OptsdeError
 
 EXIT_BAD_INPUT = 2
@@ -26,7 +27,23 @@ class UsageError(OptsdeError):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a complaint is one line (``optsde run: error: …``) and exit code 2."""
+    """argparse, but a complaint is one line (``optsde run: error: …``) and exit code 2, and
+    every ``--help`` shows the defaults."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        namespace, extras = super().parse_known_args(args, namespace)
+        # argparse reads ``--flag=--`` as an empty list without calling the flag's type;
+        # none of our types returns an empty list, so an empty list is always that.
+        for action in self._actions:
+            if action.type is not None and getattr(namespace, action.dest, None) == []:
+                self.error(f"argument {'/'.join(action.option_strings)}: expected a value")
+        return namespace, extras
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
@@ -40,13 +57,18 @@ def build_parser() -> Parser:
     import optsde.cli as package
 
     for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if module.name.startswith("_"):
+            continue
         importlib.import_module(f"{package.__name__}.{module.name}").register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``optsde ARGS``: the exit code (0 done, 1 a documented divergence, 2 bad input, 130 Ctrl-C)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv
         return int(args.handler(args))
     except OptsdeError as exc:
         message = str(exc)

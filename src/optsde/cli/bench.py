@@ -9,13 +9,16 @@ Flags of one benchmark are refused with the other.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from optsde.bench import BenchSettings, format_table, run_benchmark, write_json
+from optsde.bench import BenchSettings, format_table, run_benchmark
 from optsde.bench_nn import NNBenchSettings, format_nn_table, run_nn_benchmark
-from optsde.cli.common import int_list, positive_int, resolve_device, resolve_dtype
+from optsde.cli.common import positive_int, positive_int_list, resolve_device, resolve_dtype, seed, threads
 from optsde.errors import OptsdeError
+from optsde.results import check_new_file, write_new_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--paths",
-        type=int_list,
+        type=positive_int_list,
         default=None,
         help="path counts, e.g. 100,1000,10000 (the default); with --nn one count (default 16)",
     )
@@ -46,13 +49,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="record points of the optsde-simulate run, stratified as in experiments (default 10)",
     )
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to time")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="floating point")
+    p.add_argument("--seed", type=seed, default=0, help="random seed")
     p.add_argument(
-        "--threads", type=positive_int, default=None, help="CPU threads (default: torch's, one per core)"
+        "--threads", type=threads, default=None, help="CPU threads (default: torch's, one per core)"
     )
-    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the records as JSON")
+    p.add_argument(
+        "--json", type=Path, default=None, metavar="FILE", help="write the records as JSON to a new file FILE"
+    )
     p.add_argument(
         "--no-compile", action="store_true", help="time the eager integrator only (no torch.compile)"
     )
@@ -78,9 +83,15 @@ NN_ONLY = ("models", "n")
 EM_ONLY = ("steps", "dim", "block", "records")
 
 
+def _write_records(records: list[dict[str, Any]], path: Path | None) -> None:
+    if path is not None:
+        write_new_file(path, json.dumps(records, indent=2) + "\n", "--json")
+        print(f"wrote {path}")
+
+
 def bench(args: argparse.Namespace) -> int:
-    if args.json is not None and args.json.is_dir():
-        raise OptsdeError(f"--json {args.json}: that is a directory; give a file name such as bench.json")
+    if args.json is not None:
+        check_new_file(args.json, "--json")
     if args.nn:
         return bench_nn(args)
     given = [name for name in NN_ONLY if getattr(args, name) is not None]
@@ -111,14 +122,12 @@ def bench(args: argparse.Namespace) -> int:
     else:
         reason = fast.get("fallback_reason") or "--no-compile"
         print(f"optsde-sde ran the eager path ({reason})")
-    if args.json is not None:
-        write_json(records, args.json)
-        print(f"wrote {args.json}")
+    _write_records(records, args.json)
     return 0
 
 
 def bench_nn(args: argparse.Namespace) -> int:
-    """``optsde bench --nn``: the table, the issue-3 verdict lines, and the JSON records."""
+    """``optsde bench --nn``: the table, the ratio lines, and the JSON records."""
     given = [name for name in EM_ONLY if getattr(args, name) is not None]
     if args.no_compile:
         given.append("no-compile")
@@ -140,7 +149,5 @@ def bench_nn(args: argparse.Namespace) -> int:
     progress = None if args.no_progress else (lambda line: print(line, file=sys.stderr, flush=True))
     records = run_nn_benchmark(settings, report=progress)
     print(format_nn_table(records))
-    if args.json is not None:
-        write_json(records, args.json)
-        print(f"wrote {args.json}")
+    _write_records(records, args.json)
     return 0

@@ -1,4 +1,4 @@
-"""``optsde scale``: hyperparameters for a new batch size under each scaling rule (SPEC §6).
+"""``optsde scale``: hyperparameters for a new batch size under each scaling rule (docs/theory.md §6).
 
 Argument handling only; the rules and the config format are :mod:`optsde.scaling`.
 """
@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from optsde.cli.common import positive_int
+from optsde.cli.common import HelpFormatter, finite_float, positive_float, positive_int
 from optsde.errors import OptsdeError
 from optsde.optimizers import OPTIMIZERS, get_optimizer
+from optsde.results import check_new_file
 from optsde.scaling import (
     TORCH_DEFAULTS,
     ScalingError,
@@ -36,11 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "scale",
         help="rescale hyperparameters for a new batch size (paper's and Malladi et al.'s rules)",
-        description="Rescale an optimizer's hyperparameters from batch size B to B2 (SPEC §6):\n"
+        description="Rescale an optimizer's hyperparameters from batch size B to B2 (docs/theory.md §6):\n"
         "the paper's rule and Malladi et al.'s for Adam(W)/RMSprop(W), the linear rule for SGD,\n"
         "the square-root rule for SignSGD.",
         epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="optimizer family")
     parser.add_argument(
@@ -49,11 +50,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--to-batch", type=positive_int, required=True, metavar="B2", help="new batch size B2"
     )
-    parser.add_argument("--lr", type=float, help="learning rate η")
-    parser.add_argument("--beta1", type=float, help="Adam's β₁ (default 0.9)")
-    parser.add_argument("--beta2", type=float, help="Adam's β₂ (0.999) or RMSprop's alpha (0.99)")
-    parser.add_argument("--eps", type=float, help="ε (default 1e-8)")
-    parser.add_argument("--weight-decay", type=float, help="decoupled weight decay θ (AdamW default 0.01)")
+    parser.add_argument(
+        "--lr", type=positive_float, help="learning rate η at batch size B (required, here or in --config)"
+    )
+    parser.add_argument("--beta1", type=finite_float, help="Adam's β₁ (default: torch.optim's, 0.9)")
+    parser.add_argument(
+        "--beta2", type=finite_float, help="Adam's β₂ (default 0.999) or RMSprop's alpha (default 0.99)"
+    )
+    parser.add_argument("--eps", type=finite_float, help="ε (default 1e-8)")
+    parser.add_argument(
+        "--weight-decay", type=finite_float, help="decoupled weight decay θ (default: AdamW 0.01, RMSpropW 0)"
+    )
     parser.add_argument(
         "--config",
         type=Path,
@@ -61,8 +68,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="torch.optim-style JSON/YAML config with lr, betas|alpha, eps, weight_decay, batch_size, "
         "optionally optimizer; flags given beside it override its values",
     )
-    parser.add_argument("--write", type=Path, metavar="FILE", help="write the rescaled config (JSON or YAML)")
-    parser.add_argument("--rule", help="one rule only (paper, malladi, linear, square-root); --write's rule")
+    parser.add_argument(
+        "--write",
+        type=Path,
+        metavar="FILE",
+        help="write the rescaled config to a new file (JSON, or YAML by suffix)",
+    )
+    parser.add_argument(
+        "--rule",
+        choices=sorted({rule for spec in OPTIMIZERS.values() for rule in spec.scaling_rules}),
+        help="one rule only, also --write's (default: all the optimizer's rules; --write takes the first)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(handler=scale_command)
 
@@ -110,6 +126,8 @@ def _flag_config(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, An
 
 
 def scale_command(args: argparse.Namespace) -> int:
+    if args.write is not None:
+        check_new_file(args.write, "--write")
     base = load_config(args.config) if args.config is not None else {}
     config = _flag_config(args, base)
     spec, hp, batch = config_hyperparameters(config, args.optimizer)
@@ -124,6 +142,7 @@ def scale_command(args: argparse.Namespace) -> int:
     print(json.dumps(table, indent=2) if args.json else format_table(table))
     if args.write is not None:
         rescaled = rescale_config(config, args.to_batch, args.rule, args.optimizer)
+        args.write.absolute().parent.mkdir(parents=True, exist_ok=True)
         save_config(rescaled, args.write)
         rule = args.rule or rules(spec)[0]
         print(f"wrote {args.write} ({rule} rule, batch {batch} → {args.to_batch})", file=sys.stderr)

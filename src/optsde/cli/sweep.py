@@ -9,8 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from optsde.cli.common import check_output_dir, positive_int
+from optsde.cli.common import positive_int
 from optsde.html_report import write_index
+from optsde.results import check_collection_dir
 from optsde.sweep import FAIL_ENV, LocalPool, RayPool, default_workers, load_sweep, run_sweep
 
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
@@ -69,7 +70,7 @@ def resume_command(args: argparse.Namespace, out: Path) -> str:
 
 def sweep(args: argparse.Namespace) -> int:
     spec = load_sweep(args.file)
-    out = check_output_dir(args.out or Path("runs") / args.file.stem)
+    out = check_collection_dir(args.out or Path("runs") / args.file.stem, "--out")
     if args.ray is None:
         workers = args.workers or default_workers(spec.resources)
         backend = f"{workers} local worker processes"

@@ -1,12 +1,12 @@
-"""``adaptive-quadratic``: AdamW and RMSpropW beside their SDEs (paper Fig. 3, SPEC §7 item 3).
+"""``adaptive-quadratic``: AdamW and RMSpropW beside their SDEs (paper Fig. 3, docs/theory.md §7 item 3).
 
 Two landscapes: a convex quadratic ``½ Σ h_i x_i²`` and the embedded saddle (quadratic
 coordinates plus the double well ``x⁴/4 − x²/2``, saddle at 0, minima at ±1).  On
 each, AdamW runs beside the paper's SDE, Malladi et al.'s and our refined one, and
-RMSpropW beside the paper's and Malladi et al.'s (SPEC §3).  Recorded: ``f(x)``,
+RMSpropW beside the paper's and Malladi et al.'s (docs/theory.md §3).  Recorded: ``f(x)``,
 ``E x`` per coordinate and a few paths in the plane.  Every comparison reports its
 fidelity summary and κ; on the quadratic the stationary loss of each method is also
-set against its linearisation (SPEC §5: discrete Lyapunov for the optimizer,
+set against its linearisation (docs/theory.md §5: discrete Lyapunov for the optimizer,
 continuous Lyapunov for the SDEs); on the saddle, the share of paths that end in
 each well is compared.
 """
@@ -126,7 +126,7 @@ def _problems(ctx: Context) -> dict[str, tuple[NoisyProblem, list[float], str, i
 def _predicted_losses(
     optimizer: str, models: list[str], h: np.ndarray, s: float, hp: Hyperparameters
 ) -> dict[str, float]:
-    """Stationary loss of each method linearised at the minimum (SPEC §5).
+    """Stationary loss of each method linearised at the minimum (docs/theory.md §5).
 
     The optimizer: discrete Lyapunov (the most accurate form).  The AdamW SDEs:
     continuous Lyapunov of their own linearisation.  Both RMSpropW SDEs linearise to
@@ -296,7 +296,8 @@ def run(ctx: Context) -> None:
                     for m in measured
                 }
                 result.say(
-                    "- Stationary loss vs its linearisation (SPEC §5; optimizer: discrete Lyapunov, SDEs: "
+                    "- Stationary loss vs its linearisation (docs/theory.md §5; optimizer: discrete "
+                    "Lyapunov, SDEs: "
                     "continuous Lyapunov / Ornstein–Uhlenbeck): "
                     + ", ".join(
                         f"{m} {v[0]:.3g} ± {v[1]:.1g} vs {predicted[m]:.3g} ({v[0] / predicted[m] - 1:+.1%})"

@@ -1,12 +1,13 @@
-"""``asymptotic-loss``: where AdamW and RMSpropW settle and what keeps them there (Fig. 5, SPEC §7 item 5).
+"""``asymptotic-loss``: where AdamW and RMSpropW settle and what keeps them there (Fig. 5, docs/theory.md
+§7 item 5).
 
 Four panels:
 
 (a) the asymptotic loss on ``½ Σ h_i x_i²`` against the noise level σ, measured and
-    predicted two ways (SPEC §5): the paper-style formula ``η s²/(2p(h + θp))`` and the
+    predicted two ways (docs/theory.md §5): the paper-style formula ``η s²/(2p(h + θp))`` and the
     discrete Lyapunov linearisation of the optimizer (the most accurate form), with the
     paper's eq. (6) bound;
-(b) the batch-size scaling rule with δ = 2 (SPEC §6, ``spec.rescale(hp, δ, "paper")``):
+(b) the batch-size scaling rule with δ = 2 (docs/theory.md §6, ``spec.rescale(hp, δ, "paper")``):
     the rescaled run (R) keeps the original's asymptotic loss, the run that rescales
     everything but θ (NR) does not, at θ = 1 and θ = 4, for AdamW and RMSpropW;
 (c) on the embedded saddle, β₁ and β₂ decide which well AdamW ends in and how fast,
@@ -151,7 +152,8 @@ def _optimizer_run(
 
 
 def _predictions(optimizer: str, h: np.ndarray, s: np.ndarray, hp: Hyperparameters) -> dict[str, np.ndarray]:
-    """Per-coordinate ``E x²``: paper-style formula and discrete Lyapunov linearisation (SPEC §5)."""
+    """Per-coordinate ``E x²``: paper-style formula and discrete Lyapunov linearisation (docs/theory.md
+    §5)."""
     discrete = (
         adamw_stationary_second_moment_discrete(h, s, hp)
         if optimizer == "adamw"
@@ -508,7 +510,7 @@ def _report_loss(ctx: Context, sweep: dict[str, dict[str, Any]]) -> None:
     )
     say("")
     say(
-        "Two predictions (SPEC §5): **paper-style** `η s²/(2p(h + θp))` (the paper's stationary "
+        "Two predictions (docs/theory.md §5): **paper-style** `η s²/(2p(h + θp))` (the paper's stationary "
         "formula, fast momentum) and **discrete Lyapunov** (the discrete optimizer linearised at the "
         "minimum, momentum included: the most accurate closed form).  Relative errors are measured/"
         "predicted − 1 ± one standard error."
@@ -584,7 +586,8 @@ def _report_scaling(ctx: Context, scaling: dict[str, dict[str, Any]]) -> None:
     )
     say("")
     say(
-        "R: batch δB with η, β₁, β₂, θ rescaled by the paper's rule (SPEC §6); NR: the same but θ left "
+        "R: batch δB with η, β₁, β₂, θ rescaled by the paper's rule (docs/theory.md §6); NR: the "
+        "same but θ left "
         "as it was.  The three runs of each row share their noise draws (common random numbers), so "
         "their ratios are measured far more precisely than the levels; the standard errors of the "
         "ratios include that pairing."
@@ -688,7 +691,8 @@ def run(ctx: Context) -> None:
     result.say(
         f"All runs: the discrete optimizers, {ctx['paths']} paths each, Gaussian noise; stationary "
         f"values are per-path time averages over the last {1 - ctx['burn_in']:.0%} of each run, ± one "
-        "standard error over paths.  κ = η·max h/s (SPEC §3) is given with each run in summary.json."
+        "standard error over paths.  κ = η·max h/s (docs/theory.md §3) is given with each run in "
+        "summary.json."
     )
     result.say("")
 

@@ -9,6 +9,7 @@ and values are parsed to the default's type before anything runs.
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -39,26 +40,38 @@ class ExperimentError(OptsdeError):
 
 
 def parse_value(text: str, default: Any, key: str) -> Any:
-    """``text`` parsed to the type of ``default`` (lists are comma-separated)."""
+    """``text`` parsed to the type of ``default`` (lists are comma-separated) and checked.
+
+    Numbers must be finite; a whole number keeps the sign class of its default (a positive
+    default is a count and stays ≥ 1, a non-negative one stays ≥ 0); lists are non-empty.
+    """
+    if isinstance(default, (list, tuple)):
+        element = default[0] if default else 0.0
+        parts = [part for part in text.split(",") if part.strip()]
+        if not parts:
+            example = ",".join(str(v) for v in default) or "1,2"
+            raise ExperimentError(f"--set {key}={text!r}: give at least one value, e.g. {key}={example}")
+        return [parse_value(part, element, key) for part in parts]
+    if isinstance(default, bool):
+        lowered = text.strip().lower()
+        if lowered not in {"true", "false", "1", "0", "yes", "no"}:
+            raise ExperimentError(f"--set {key}={text!r}: expected true or false")
+        return lowered in {"true", "1", "yes"}
+    if not isinstance(default, (int, float)):
+        return text
+    count = isinstance(default, int)
     try:
-        if isinstance(default, bool):
-            lowered = text.strip().lower()
-            if lowered not in {"true", "false", "1", "0", "yes", "no"}:
-                raise ValueError
-            return lowered in {"true", "1", "yes"}
-        if isinstance(default, (list, tuple)):
-            element = default[0] if default else 0.0
-            return [parse_value(part, element, key) for part in text.split(",") if part.strip()]
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float):
-            return float(text)
+        value: float = int(text) if count else float(text)
     except ValueError:
-        kind = "true or false" if isinstance(default, bool) else type(default).__name__
-        if isinstance(default, (list, tuple)):
-            kind = f"a comma-separated list like {','.join(str(v) for v in default)}"
-        raise ExperimentError(f"--set {key}={text!r}: expected {kind}") from None
-    return text
+        kind = "a whole number" if count else "a number"
+        raise ExperimentError(f"--set {key}={text!r}: expected {kind} like {default}") from None
+    if not math.isfinite(value):
+        raise ExperimentError(f"--set {key}={text!r}: expected a finite number")
+    if count and default > 0 and value < 1:
+        raise ExperimentError(f"--set {key}={text!r}: {key} is a count; give a positive whole number")
+    if count and default >= 0 and value < 0:
+        raise ExperimentError(f"--set {key}={text!r}: give a whole number ≥ 0")
+    return value
 
 
 @dataclass
@@ -111,7 +124,7 @@ class Context:
 class Experiment:
     name: str
     description: str
-    run: Callable[[Context], None]
+    run: Callable[[Context], int | None]
     defaults: Mapping[str, Any]
     quick: Mapping[str, Any]
 
@@ -208,7 +221,7 @@ def compare(
 
     Each method has its own random stream, so a method's numbers do not depend
     on which others run beside it.  A diverged method stops; the rest finish.
-    ``kappa`` (SPEC §3) is asked of the oracle unless the caller already has it.
+    ``kappa`` (docs/theory.md §3) is asked of the oracle unless the caller already has it.
     """
     spec.check(hp)
     runners: list[Runner] = [DiscreteRunner(spec.discrete)] if with_optimizer else []

@@ -1,4 +1,5 @@
-"""``heavy-tails``: SGD, SignSGD and AdamW under Student-t gradient noise (SPEC §4, §7 "Beyond the figures").
+"""``heavy-tails``: SGD, SignSGD and AdamW under Student-t gradient noise (docs/theory.md §4, §7 "Beyond
+the figures").
 
 The noise is ``Z = s·T_ν`` per coordinate on ``f = ½ xᵀ diag(h) x``.  For ν ≤ 2 it has
 no variance: SGD's SDE does not exist, and SGD itself, being linear in the noise,
@@ -6,7 +7,7 @@ has iterates without a variance and a loss without a mean.  For ν = 1 (Cauchy) 
 stationary SGD iterate is exactly Cauchy with scale ``η s Σ_k |1 − ηh|^k = s/h`` at any
 ``η ≤ 1/h``, so a smaller learning rate does not shrink it; the experiment checks that
 ``median |x_i| = s/h_i``.  SignSGD moves by ±η whatever the gradient, and its SDE stays
-well defined through ``E sign(∇f + sT_ν) = 2F_ν(∇f/s) − 1`` (SPEC §3, Student-t form);
+well defined through ``E sign(∇f + sT_ν) = 2F_ν(∇f/s) − 1`` (docs/theory.md §3, Student-t form);
 AdamW's step ``m̂/√v̂`` is bounded too.  Both settle at a bounded loss for every ν.
 
 Because the SGD loss can have no mean, every stationary loss is reported as mean ± SE
@@ -436,7 +437,7 @@ def add_nu_series(ctx: Context, name: str, points: list[dict[str, Any]]) -> None
     quick=QUICK,
 )
 def run(ctx: Context) -> None:
-    """SPEC §3-§4: heavy-tailed noise; SignSGD against its Student-t SDE; SGD's missing moments."""
+    """docs/theory.md §3-§4: heavy-tailed noise; SignSGD against its Student-t SDE; SGD's missing moments."""
     params = ctx.params
     h, x0 = check_common(params)
     nus = sorted({float(nu) for nu in params["nus"]})

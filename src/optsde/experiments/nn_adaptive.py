@@ -1,5 +1,5 @@
 """``nn-adaptive``: AdamW and RMSpropW against their SDEs on networks (the paper's Fig. 4,
-SPEC §7 item 4), with the prior SDEs of Malladi et al. and our refined AdamW SDE beside
+docs/theory.md §7 item 4), with the prior SDEs of Malladi et al. and our refined AdamW SDE beside
 the paper's.
 
 A Transformer on patch tokens and a ResNet on images (scikit-learn's digits by
@@ -8,7 +8,7 @@ MLP on the breast-cancer table, where the issue asks each optimizer to be
 tracked by its SDE (the refined one for AdamW, the paper's for RMSpropW).  The
 optimizers see real minibatches, an independent stream per path; the SDEs see
 the full-data gradient, weighted-loss noise with covariance exactly ``C/B``
-(SPEC §4) and ``diag C`` — by default estimated without bias from one random
+(docs/theory.md §4) and ``diag C`` — by default estimated without bias from one random
 projection per step (``variance=projection``), which the second-moment EMA ``V``
 averages over its ``1/(1−β₂)`` steps.
 """
@@ -106,7 +106,8 @@ def run(ctx: Context) -> None:
     labels = ", ".join(f"{METHOD_STYLE[m]['label']}" for m in ("sde-paper", "sde-malladi", "sde-refined"))
     result.say(
         "AdamW and RMSpropW with real minibatches (an independent stream per path) against their SDEs "
-        f"({labels}; SPEC §3), integrated by Euler–Maruyama with dt = η/{params['substeps']} on the "
+        f"({labels}; docs/theory.md §3), integrated by Euler–Maruyama with dt = "
+        f"η/{params['substeps']} on the "
         "network's parameters from one initialisation. The refined AdamW SDE adds the momentum's fresh "
         "noise on X; the prior SDEs drop (∇f)² from dV and, for Adam, the ηρ₁(∇f − M) correction."
     )

@@ -1,4 +1,4 @@
-"""``nn-signsgd``: SignSGD against its SDE on four networks (the paper's Fig. 1, SPEC §7 item 1).
+"""``nn-signsgd``: SignSGD against its SDE on four networks (the paper's Fig. 1, docs/theory.md §7 item 1).
 
 An MLP on scikit-learn's breast-cancer table, and a CNN, a Transformer on patch
 tokens and a ResNet on images: scikit-learn's digits by default (no download),
@@ -96,7 +96,7 @@ PRIMARY_SDE = {
     "rmsprop": "sde-paper",
     "adamw": "sde-refined",
 }
-"""The SDE each optimizer is judged against (issue 3): the paper's, the refined one for AdamW."""
+"""The SDE each optimizer is judged against: the paper's, the refined one for AdamW."""
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -332,7 +332,8 @@ def report_panels(ctx: Context, entries: Mapping[str, Mapping[str, Any]]) -> Non
         if profile is not None:
             say(
                 f"κ = η·|h_i|/s_i at the start: median {profile['median']:.2g}, 99th percentile "
-                f"{profile['q99']:.2g}, maximum {profile['max']:.2g} (SPEC §3's κ is the maximum; the SDE "
+                f"{profile['q99']:.2g}, maximum {profile['max']:.2g} (docs/theory.md §3's κ is the "
+                f"maximum; the SDE "
                 "picture needs κ ≲ 0.1. A network has coordinates whose noise all but vanishes, which "
                 "make the maximum large; h is Hutchinson's estimate of the Hessian diagonal, so these are "
                 "estimates)."

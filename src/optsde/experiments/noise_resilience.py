@@ -1,11 +1,11 @@
 """``noise-resilience``: asymptotic loss against the noise level σ at one learning rate
-(SPEC §5 "noise resilience", §7 "Beyond the figures").
+(docs/theory.md §5 "noise resilience", §7 "Beyond the figures").
 
-On ``f = ½ xᵀ diag(h) x`` with Gaussian noise ``Σ = σ²I`` and a fixed η, SPEC §5 predicts
+On ``f = ½ xᵀ diag(h) x`` with Gaussian noise ``Σ = σ²I`` and a fixed η, docs/theory.md §5 predicts
 that the stationary loss grows like σ² for SGD, like σ for SignSGD, Adam and RMSprop
 (the sign, or the preconditioner, divides the noise by its own scale once), and stays
 bounded as σ → ∞ for AdamW and RMSpropW with θ > 0 (the paper's eq. 6).  Every
-optimizer runs beside its SDE at every σ.  ``κ = η·max h/σ`` (SPEC §3) shrinks as σ
+optimizer runs beside its SDE at every σ.  ``κ = η·max h/σ`` (docs/theory.md §3) shrinks as σ
 grows: the largest σ are where the SDEs and the closed forms can hold, the smallest
 are where SignSGD lives on the lattice ``x₀ + ηℤ`` and its SDE fails.  The slopes are
 fitted where ``κ ≤ kappa_fit``.
@@ -97,7 +97,7 @@ CLOSED_FORM_LABELS = {
     "discrete_lyapunov": "discrete linearisation (Lyapunov)",
 }
 UNCORRECTED_SECOND_MOMENT = {"rmsprop", "rmspropw"}
-"""SPEC §2: RMSprop(W) starts ``v`` at 0 with no bias correction (Adam divides by ``1 − β₂^k``)."""
+"""docs/theory.md §2: RMSprop(W) starts ``v`` at 0 with no bias correction (Adam divides by ``1 − β₂^k``)."""
 PRIMARY_CLOSED_FORM = {"sgd": "sde_ou", "signsgd": "phase3"}
 """The most accurate closed form per optimizer; the adaptive ones use ``discrete_lyapunov``."""
 
@@ -123,15 +123,15 @@ def settling_time(
 ) -> tuple[float, float]:
     """``(transient, relaxation)`` in SDE time ``t = kη`` on the quadratic at noise scale ``scale``.
 
-    - SGD relaxes at rate ``2h`` (its SDE is Ornstein–Uhlenbeck, SPEC §5); the transient
+    - SGD relaxes at rate ``2h`` (its SDE is Ornstein–Uhlenbeck, docs/theory.md §5); the transient
       is the decay of ``f(x₀)`` to 1% of the stationary level ``ηs²/4`` per coordinate.
     - SignSGD crosses to the minimum at unit speed (phase 1) and then relaxes on the
-      phase-3 time scale ``1/a = s/(√(2/π) h)`` (SPEC §5).
+      phase-3 time scale ``1/a = s/(√(2/π) h)`` (docs/theory.md §5).
     - The adaptive methods move at most about one unit per unit time at first; their
       second-moment estimate then forgets the early gradients ``(h x₀)²`` at rate ρ₂
       down to 1% of ``s²`` (RMSprop's, not bias-corrected, first grows from 0 as
       ``(1 − β^k)s²``); near the minimum they relax like SignSGD (rate ``h/s``), or
-      at rate ``h/s + θ`` with decoupled decay (SPEC §5, ``p ≈ s``).
+      at rate ``h/s + θ`` with decoupled decay (docs/theory.md §5, ``p ≈ s``).
     """
     h_min = float(h.min())
     reach = float(np.abs(x0).max())
@@ -257,7 +257,7 @@ def sde_models(spec: OptimizerSpec, params: dict[str, Any]) -> tuple[str, ...]:
 def closed_forms(
     spec: OptimizerSpec, h: np.ndarray, scale: float, hp: Hyperparameters
 ) -> dict[str, float | None]:
-    """SPEC §5's stationary losses for ``spec``; ``None`` where a form has no stationary law
+    """docs/theory.md §5's stationary losses for ``spec``; ``None`` where a form has no stationary law
     (e.g. the discrete linearisation at κ ≫ 1, where it is unstable)."""
     forms: dict[str, Callable[[], float]] = {}
     if spec.name == "sgd":
@@ -655,7 +655,8 @@ def add_sigma_series(ctx: Context, name: str, points: list[dict[str, Any]]) -> N
     quick=QUICK,
 )
 def run(ctx: Context) -> None:
-    """SPEC §5 "noise resilience": the stationary loss against σ, fitted slopes, SDE fidelity and κ."""
+    """docs/theory.md §5 "noise resilience": the stationary loss against σ, fitted slopes, SDE fidelity
+    and κ."""
     params = ctx.params
     h, x0 = check_common(params)
     sigmas = sorted({float(s) for s in params["sigmas"]})
@@ -726,7 +727,8 @@ def write_report(
     say("## SDE fidelity (stationary loss of the SDE against the optimizer's)")
     say("")
     say(
-        "SPEC §3: at κ ≲ 0.1 the SDEs and closed forms apply; at κ ≳ 1 SignSGD lives on the lattice "
+        "docs/theory.md §3: at κ ≲ 0.1 the SDEs and closed forms apply; at κ ≳ 1 SignSGD lives on "
+        "the lattice "
         "x₀ + ηℤ and its SDE cannot describe it. Here κ is large at small σ, so the SDE picture is "
         "expected to fail there; the closed forms too (their lines in the figure are drawn throughout)."
     )

@@ -1,5 +1,5 @@
 """Experiment ``scaling-rule-lm``: batch-size scaling rules for AdamW on a small character-level GPT
-(issue 4; SPEC §6, §7 "beyond the figures": the poster's Pythia validation at a scale we can run).
+(docs/theory.md §6, §7 "beyond the figures": the poster's Pythia validation at a scale we can run).
 
 A :class:`~optsde.problems.charlm.TinyGPT` trains with ``torch.optim.AdamW`` on the Python
 standard library's source (read offline, :func:`~optsde.problems.charlm.stdlib_corpus`) at batch
@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from scipy import stats
-from tqdm.auto import tqdm
 
 from optsde.experiments.base import Context, ExperimentError, experiment
 from optsde.experiments.scaling_quadratic import BASE, VARIANT_STYLE
@@ -37,6 +36,7 @@ from optsde.problems.charlm import (
     random_windows,
     stdlib_corpus,
 )
+from optsde.progress import Progress, progress
 from optsde.scaling import SCALING_VARIANTS, variant_hyperparameters
 
 
@@ -302,9 +302,12 @@ def run(ctx: Context) -> None:
 
     groups: dict[tuple[str, float], list[TrainingRun]] = {key: [] for key in configs}
     total_runs = p["seeds"] * len(configs)
-    with tqdm(total=total_runs, desc="LM training runs", disable=not ctx.progress, leave=False) as bar:
+    bar = progress(total_runs, "LM training runs", enabled=ctx.progress)
+    try:
         for seed in range(p["seeds"]):
             train_seed(ctx, seed, configs, groups, scaled, shape, corpus, eval_windows, bar)
+    finally:
+        bar.close()
     report(ctx, groups, deltas, corpus, parameters)
 
 
@@ -317,7 +320,7 @@ def train_seed(
     shape: ModelShape,
     corpus: Corpus,
     eval_windows: torch.Tensor,
-    bar: tqdm,
+    bar: Progress,
 ) -> None:
     """Every configuration from seed ``seed``'s initial weights; appends to ``groups``."""
     p = ctx.params

@@ -1,5 +1,5 @@
 """Experiment ``scaling-rule-quadratic``: does a batch-size scaling rule keep AdamW's and RMSpropW's
-asymptotic loss? (SPEC §6, §7 item 5; the paper's Fig. 5.)
+asymptotic loss? (docs/theory.md §6, §7 item 5; the paper's Fig. 5.)
 
 On ``f = ½ Σ h_i x_i²`` with Gaussian gradient noise of per-example scale ``σ`` at batch
 ``B`` (``s = σ/√B``), each optimizer runs at ``B`` and at ``δB`` for every ``δ`` under the
@@ -59,10 +59,10 @@ CLOSED_FORMS = {
     "adamw": adamw_stationary_second_moment_discrete,
     "rmspropw": rmspropw_stationary_second_moment_discrete,
 }
-"""The linearised discrete optimizer's ``E x²`` (SPEC §5), by optimizer."""
+"""The linearised discrete optimizer's ``E x²`` (docs/theory.md §5), by optimizer."""
 
 TOLERANCE = 0.05
-"""A rule "keeps" the asymptotic loss when the ratio to the base run is within ±5% (issue 4)."""
+"""A rule "keeps" the asymptotic loss when the ratio to the base run is within ±5%."""
 
 
 @dataclass(frozen=True)
@@ -444,7 +444,8 @@ def run(ctx: Context) -> None:
         "Asymptotic loss: each path's time average after the first "
         f"{setup.burn_in:.0%} of its steps, mean over paths ± SE. Tables: each method's asymptotic loss "
         "at δB over its own base run at B, minus 1 (independent runs, SEs combined). Closed form: the "
-        "linearised discrete optimizer (discrete Lyapunov equation, SPEC §5). A variant *keeps* the loss "
+        "linearised discrete optimizer (discrete Lyapunov equation, docs/theory.md §5). A variant "
+        "*keeps* the loss "
         f"when ratio ± 2 SE lies within ±{TOLERANCE:.0%}, *changes* it when ratio ± 2 SE lies outside."
     )
     ctx.result.say("")

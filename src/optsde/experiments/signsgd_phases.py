@@ -1,11 +1,11 @@
-"""``signsgd-phases``: SignSGD's three phases on ``f = ½xᵀHx`` (paper Fig. 2, SPEC §7 item 2).
+"""``signsgd-phases``: SignSGD's three phases on ``f = ½xᵀHx`` (paper Fig. 2, docs/theory.md §7 item 2).
 
 Four panels, as in the paper:
 
 (a) the full SDE beside the optimizer, the phase-1 ODE (SignGD) from the start and
     the phase-3 linearised SDE from the moment every coordinate is in phase 3; in
     phase 2, the mean path between the bounds from ``phase2_drift_bounds``;
-(b) the loss with the phase-1 and phase-3 loss bounds of SPEC §5;
+(b) the loss with the phase-1 and phase-3 loss bounds of docs/theory.md §5;
 (c) the phase-3 closed forms of ``E X_t`` and ``E X_t²`` against the optimizer and SDEs;
 (d) learning-rate schedules that do and do not drive the loss to 0, with the
     schedule bound and the exact phase-3 moment equation under each schedule.
@@ -58,7 +58,7 @@ PHASE_COLORS = {1: "tab:red", 2: "tab:orange", 3: "tab:green"}
 
 @dataclass(frozen=True)
 class TimeSchedule:
-    """A learning-rate schedule φ of SDE time, and what SPEC §5 predicts for it."""
+    """A learning-rate schedule φ of SDE time, and what docs/theory.md §5 predicts for it."""
 
     name: str
     phi: Callable[[np.ndarray], np.ndarray]
@@ -173,7 +173,7 @@ def _record_points(
 
 
 def _stationary_time(optimizer: Recording, k3: int | None, h: np.ndarray, s: float, lr: float) -> float:
-    """When E X² is within 1% of its stationary value by the phase-3 moment equation (SPEC §5),
+    """When E X² is within 1% of its stationary value by the phase-3 moment equation (docs/theory.md §5),
     started from the optimizer's E X² at phase-3 entry ``k3``; ``inf`` if never in phase 3."""
     if k3 is None:
         return math.inf
@@ -312,7 +312,7 @@ def run(ctx: Context) -> None:
 
 
 def _matched(error: float, se: float) -> bool:
-    """SPEC §5's accuracy: within 5%, allowing two standard errors of Monte Carlo noise."""
+    """docs/theory.md §5's accuracy: within 5%, allowing two standard errors of Monte Carlo noise."""
     return abs(error) <= 0.05 + 2 * se
 
 
@@ -558,7 +558,7 @@ def _phase2_brackets(
 def _loss_bounds(
     ctx: Context, optimizer: Recording, h: np.ndarray, s: float, in_phase1: np.ndarray, k3: int | None
 ) -> dict[str, Any]:
-    """SPEC §5's phase-1 bound from x₀ and phase-3 bound from phase-3 entry, against E f."""
+    """docs/theory.md §5's phase-1 bound from x₀ and phase-3 bound from phase-3 entry, against E f."""
     mu, lipschitz, d = float(h.min()), float(h.max()), len(h)
     t, mean, stderr = optimizer.times, optimizer.mean("loss"), optimizer.stderr("loss")
     f0 = float(mean[0])
@@ -596,7 +596,7 @@ def _loss_bounds(
         )
         for key, value in bounds.items()
     }
-    ctx.result.say(f"**Loss bounds** (SPEC §5, μ = {mu:g}, L = {lipschitz:g}):")
+    ctx.result.say(f"**Loss bounds** (docs/theory.md §5, μ = {mu:g}, L = {lipschitz:g}):")
     for line in lines:
         ctx.result.say(f"- {line}.")
     ctx.result.say("")
@@ -613,7 +613,8 @@ def _moments(
     stationary = signsgd_phase3_stationary_second_moment(h, s, lr)
     numbers: dict[str, Any] = {"start_time": t3, "predicted_stationary_x2": stationary}
     ctx.result.say(
-        f"**Moments in phase 3** (SPEC §5 closed forms from the measured E X, E X² at t = {t3:.3f}):"
+        f"**Moments in phase 3** (docs/theory.md §5 closed forms from the measured E X, E X² at t = "
+        f"{t3:.3f}):"
     )
     for method, rec in phase3.recordings.items():
         tau = rec.times - t3

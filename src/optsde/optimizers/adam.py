@@ -1,5 +1,5 @@
-"""Adam and AdamW: discrete update (SPEC §2), the paper's SDE, Malladi et al.'s, and our
-refined SDE (SPEC §3); scaling rules shared with RMSprop (SPEC §6).
+"""Adam and AdamW: discrete update (docs/theory.md §2), the paper's SDE, Malladi et al.'s, and our
+refined SDE (docs/theory.md §3); scaling rules shared with RMSprop (docs/theory.md §6).
 
 The models are one list of named terms (docs/theory.md §3) and differ by terms you can name:
 - ``sde-malladi`` drops ``momentum_correction`` (the paper's ``ηρ₁(∇f − M)`` in the X drift) and

@@ -3,7 +3,7 @@
 STYLE §1: a discrete update and an SDE model are pure functions of
 ``(state, inputs)`` over one state type, batched over paths on the leading
 dimension.  Hyperparameters use torch.optim's names (``lr``, ``betas``, ``eps``,
-``weight_decay``) so a user's config carries over (SPEC §2).
+``weight_decay``) so a user's config carries over (docs/theory.md §2).
 """
 
 from __future__ import annotations
@@ -63,12 +63,12 @@ class Hyperparameters:
 
     @property
     def rho1(self) -> float:
-        """SPEC §1: ``β₁ = 1 − η ρ₁``."""
+        """docs/theory.md §1: ``β₁ = 1 − η ρ₁``."""
         return (1.0 - self.beta1) / self.lr
 
     @property
     def rho2(self) -> float:
-        """SPEC §1: ``β₂ = 1 − η ρ₂``."""
+        """docs/theory.md §1: ``β₂ = 1 − η ρ₂``."""
         return (1.0 - self.beta2) / self.lr
 
     @classmethod
@@ -125,7 +125,7 @@ class Capabilities:
 
 
 ScalingRule = Callable[["Hyperparameters", float], "Hyperparameters"]
-"""Batch size ``B → δB``: the hyperparameters ↦ rescaled hyperparameters (SPEC §6)."""
+"""Batch size ``B → δB``: the hyperparameters ↦ rescaled hyperparameters (docs/theory.md §6)."""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""RMSprop and RMSpropW: discrete update (SPEC §2), the paper's SDE and Malladi et al.'s (SPEC §3),
-and the batch-size scaling rules (SPEC §6).
+"""RMSprop and RMSpropW: discrete update (docs/theory.md §2), the paper's SDE and Malladi et al.'s
+(docs/theory.md §3),
+and the batch-size scaling rules (docs/theory.md §6).
 
 The two SDEs differ by one term of ``dV`` — the paper keeps ``(∇f)²``, the prior
 SDE drops it (:func:`~optsde.optimizers.terms.second_moment_relaxation`).
@@ -73,7 +74,7 @@ def rmsprop_sde(name: str, gradient_in_second_moment: bool) -> SDE:
 
 
 def paper_rule(hp: Hyperparameters, delta: float) -> Hyperparameters:
-    """SPEC §6, the paper's rule: ``η → √δ η``, ``β_i → 1 − √δ(1 − β_i)``, ``θ → √δ θ``."""
+    """docs/theory.md §6, the paper's rule: ``η → √δ η``, ``β_i → 1 − √δ(1 − β_i)``, ``θ → √δ θ``."""
     root = math.sqrt(delta)
     return hp.with_(
         lr=root * hp.lr,
@@ -84,7 +85,7 @@ def paper_rule(hp: Hyperparameters, delta: float) -> Hyperparameters:
 
 
 def malladi_rule(hp: Hyperparameters, delta: float) -> Hyperparameters:
-    """SPEC §6, Malladi et al.: ``η → √δ η``, ``β_i → 1 − δ(1 − β_i)``, ``ε → ε/√δ``.
+    """docs/theory.md §6, Malladi et al.: ``η → √δ η``, ``β_i → 1 − δ(1 − β_i)``, ``ε → ε/√δ``.
 
     Malladi et al. had no decoupled decay; we scale ``θ`` by ``√δ`` as the paper's rule
     does (the poster's reading), so the two rules differ only in ``β`` and ``ε``.

@@ -1,4 +1,4 @@
-"""SignSGD: discrete update (SPEC §2), its SDEs and phase approximations (SPEC §3).
+"""SignSGD: discrete update (docs/theory.md §2), its SDEs and phase approximations (docs/theory.md §3).
 
 The SDE is driven by ``E sign ∇f_γ`` and ``Cov sign ∇f_γ`` (paper Thm 3.2); the
 three noise forms differ only in how ``E sign`` is computed, so each is one

@@ -1,4 +1,4 @@
-"""Analytic landscapes with synthetic gradient noise (SPEC §4, §7 items 2, 3, 5).
+"""Analytic landscapes with synthetic gradient noise (docs/theory.md §4, §7 items 2, 3, 5).
 
 A landscape gives ``f`` and ``∇f`` batched over paths; :class:`NoisyProblem`
 pairs it with a noise model and so becomes a :class:`GradientOracle`.
@@ -77,7 +77,7 @@ class Quadratic:
 
 @dataclass
 class EmbeddedSaddle:
-    """Quadratic coordinates times double wells (SPEC §7 item 3).
+    """Quadratic coordinates times double wells (docs/theory.md §7 item 3).
 
     ``f(x) = ½ Σ_i h_i x_i² + Σ_j (x_j⁴/4 − x_j²/2)`` over the first ``len(h)``
     coordinates and the last ``wells`` coordinates: a saddle at 0, minima where
@@ -164,7 +164,7 @@ class NoisyProblem:
         return self.noise.variance(x)
 
     def noise_scale(self, x: Tensor) -> Tensor:
-        """``s``: the per-coordinate scale that SignSGD's phases are measured in (SPEC §3)."""
+        """``s``: the per-coordinate scale that SignSGD's phases are measured in (docs/theory.md §3)."""
         return self.noise.std(x)
 
     def gaussian_noise(self, x: Tensor, random: RandomSource | torch.Generator | None) -> Tensor:
@@ -177,7 +177,7 @@ class NoisyProblem:
         return self.noise.expected_sign(self.landscape.grad(x), x)
 
     def kappa(self, lr: float) -> float:
-        """SPEC §3: ``κ = η · max_i h_i / s_i``, step size against the stationary spread."""
+        """docs/theory.md §3: ``κ = η · max_i h_i / s_i``, step size against the stationary spread."""
         h = self.landscape.curvature().abs()
         x = torch.zeros(1, self.dim, dtype=torch.float64)
         s = self.noise.std(x)[0]

@@ -1,6 +1,6 @@
 """The gradient-noise oracle: what optimizers and SDE models may ask of a problem.
 
-SPEC §1: the stochastic gradient is ``∇f_γ(x) = ∇f(x) + Z(x)`` with ``E Z = 0`` and
+docs/theory.md §1: the stochastic gradient is ``∇f_γ(x) = ∇f(x) + Z(x)`` with ``E Z = 0`` and
 ``Cov Z = Σ(x)``.  Every problem (analytic landscape with synthetic noise, or a
 network with minibatch noise) answers the same questions, for a batch of
 ``P`` parameter vectors at once (``x`` has shape ``(P, d)``).  Models only use
@@ -69,7 +69,7 @@ class GradientOracle(Protocol):
 
     def noise_scale(self, x: Tensor) -> Tensor:
         """``s``, the per-coordinate scale of the noise: ``sqrt(diag Σ)``, or the
-        scale of a Student-t variable.  SignSGD's phases are measured in it (SPEC §3)."""
+        scale of a Student-t variable.  SignSGD's phases are measured in it (docs/theory.md §3)."""
         ...
 
     def gaussian_noise(self, x: Tensor, random: RandomSource | torch.Generator | None) -> Tensor:
@@ -80,7 +80,7 @@ class GradientOracle(Protocol):
         ...
 
     def expected_sign(self, x: Tensor) -> Tensor:
-        """``E sign(∇f_γ(x)) = 1 − 2 P(∇f_γ(x) < 0)`` (SPEC §3, Thm 3.2)."""
+        """``E sign(∇f_γ(x)) = 1 − 2 P(∇f_γ(x) < 0)`` (docs/theory.md §3, Thm 3.2)."""
         ...
 
     def evaluate(self, x: Tensor, needs: frozenset[str], random: RandomSource) -> Evaluation:

@@ -1,4 +1,4 @@
-"""A tiny GPT-style character-level language model and an offline corpus for it (issue 4).
+"""A tiny GPT-style character-level language model and an offline corpus for it.
 
 The corpus is the Python standard library's own source, read at run time from the
 directory of ``os.__file__``: nothing is downloaded, and the same installation gives

@@ -1,4 +1,4 @@
-"""Data sets for the network problems (SPEC §7 items 1 and 4).
+"""Data sets for the network problems (docs/theory.md §7 items 1 and 4).
 
 Built in, no network needed: scikit-learn's breast-cancer table (569 × 30,
 binary) and its digits images (1797 × 1 × 8 × 8, ten classes; the default image

@@ -1,4 +1,4 @@
-"""Small networks for the network experiments (SPEC §7 items 1 and 4).
+"""Small networks for the network experiments (docs/theory.md §7 items 1 and 4).
 
 An MLP for tables, and for images a CNN, a Transformer on patch tokens
 (ViT-style) and a ResNet.  The defaults give a few thousand parameters so that

@@ -1,4 +1,4 @@
-"""The gradient-noise oracle of a network: model + data + per-example loss (SPEC §4).
+"""The gradient-noise oracle of a network: model + data + per-example loss (docs/theory.md §4).
 
 :class:`NetworkProblem` is a :class:`~optsde.problems.base.GradientOracle` whose
 coordinates are a model's parameters, flattened into one vector.  The model is
@@ -16,7 +16,7 @@ factor is 1).  Which quantity costs what, per ``x``:
 - ``grad``: one forward pass with a graph over the estimation set and one
   backward pass of the mean loss;
 - ``gaussian_noise``: one more backward pass of the randomly weighted loss
-  ``Σ_n z_n ℓ_n / √n`` (SPEC §4), ``ξ = N^{-1/2} Σ_n z_n (∇ℓ_n − ∇f)``: covariance
+  ``Σ_n z_n ℓ_n / √n`` (docs/theory.md §4), ``ξ = N^{-1/2} Σ_n z_n (∇ℓ_n − ∇f)``: covariance
   exactly ``C`` given ``x``, no per-example gradients;
 - ``noise_variance``: ``diag C / B`` either exact (``variance="per-example"``) or
   unbiased from ``projections`` more weighted-loss passes
@@ -590,7 +590,7 @@ class NetworkProblem:
 
     def kappa_profile(self, lr: float, x: Tensor | None = None, samples: int = 16) -> dict[str, float]:
         """``η |h_i| / s_i`` over the coordinates with noise, at ``x`` (default ``x0``): its
-        maximum (SPEC §3's κ), 99th percentile and median.
+        maximum (docs/theory.md §3's κ), 99th percentile and median.
 
         A network has coordinates whose noise all but vanishes (units that few
         examples reach), so the maximum says little about the bulk; ``h`` is
@@ -610,7 +610,7 @@ class NetworkProblem:
         }
 
     def kappa(self, lr: float, x: Tensor | None = None, samples: int = 16) -> float:
-        """SPEC §3's ``κ = η · max_i |h_i| / s_i`` at ``x`` (default ``x0``), over coordinates with
+        """docs/theory.md §3's ``κ = η · max_i |h_i| / s_i`` at ``x`` (default ``x0``), over coordinates with
         noise; see :meth:`kappa_profile` for the bulk of the coordinates."""
         return self.kappa_profile(lr, x, samples)["max"]
 

@@ -25,10 +25,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from optsde.optimizers.base import Hyperparameters, Schedule, State, constant_schedule
 from optsde.problems.base import GradientOracle
+from optsde.progress import progress as progress_bar
 from optsde.sde.compiled import Engine, EngineReport
 from optsde.sde.solver import Runner, SolverError
 
@@ -254,7 +254,7 @@ def simulate(
     if 0 in record_set and done == 0:
         record(0)
     ends = sorted({k for k in record_set if done < k <= steps} | {steps})
-    bar = tqdm(total=steps, initial=done, desc=runner.name, disable=not progress, leave=False)
+    bar = progress_bar(steps, runner.name, enabled=progress, initial=done)
     try:
         with torch.no_grad():
             for end in ends:

@@ -1,4 +1,4 @@
-"""Closed forms of SPEC §5: stationary moments, loss limits and bounds, checked against simulation.
+"""Closed forms of docs/theory.md §5: stationary moments, loss limits and bounds, checked against simulation.
 
 - :mod:`optsde.theory.sgd`: SGD on a diagonal quadratic, its loss bound, the noise-resilience law,
   and the helpers the other modules share (argument checks, the constant-rate relaxation).

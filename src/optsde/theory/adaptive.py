@@ -1,9 +1,9 @@
-"""Stationary moments and loss limits of RMSprop(W) and Adam(W) near a minimum (SPEC §5).
+"""Stationary moments and loss limits of RMSprop(W) and Adam(W) near a minimum (docs/theory.md §5).
 
 Every formula here is for a diagonal quadratic ``f = ½ Σ h_i x_i²`` with additive
 noise of per-coordinate standard deviation ``s_i`` (batch size included, i.e.
 ``s = σ/√B``), in the regime where the second-moment estimate has settled at
-``v ≈ s²`` and ``κ = η·max h/s ≲ 0.1`` (SPEC §3).  Coordinates are independent, so
+``v ≈ s²`` and ``κ = η·max h/s ≲ 0.1`` (docs/theory.md §3).  Coordinates are independent, so
 each function works coordinate by coordinate and broadcasts ``h`` against ``s``.
 
 Three levels of approximation, from the paper's to the most accurate:
@@ -20,7 +20,7 @@ Three levels of approximation, from the paper's to the most accurate:
    :func:`rmspropw_stationary_second_moment_discrete` — the same linearisation of
    the discrete optimizer itself: a linear recursion whose stationary covariance
    solves a discrete Lyapunov equation.  The most accurate closed form we know
-   (SPEC §5: within ≈2% of the optimizer for every β₁, θ, ε at κ ≲ 0.1).
+   (docs/theory.md §5: within ≈2% of the optimizer for every β₁, θ, ε at κ ≲ 0.1).
 
 :func:`stationary_loss` turns second moments into ``E f``; :func:`adamw_loss_limit`
 is the paper's upper bound (eq. 6) on the asymptotic loss of a μ-strongly convex,
@@ -40,7 +40,7 @@ from optsde.errors import OptsdeError
 from optsde.optimizers.base import Hyperparameters
 
 SDE_MODELS = ("paper", "refined", "malladi")
-"""Linearised AdamW SDEs :func:`adamw_stationary_second_moment_sde` knows (SPEC §3)."""
+"""Linearised AdamW SDEs :func:`adamw_stationary_second_moment_sde` knows (docs/theory.md §3)."""
 
 
 class AdaptiveTheoryError(OptsdeError):
@@ -71,7 +71,7 @@ def _check_stable(h: np.ndarray, p: np.ndarray, weight_decay: float) -> None:
 def adaptive_stationary_second_moment(
     h: ArrayLike, s: ArrayLike, lr: float, eps: float = 0.0, weight_decay: float = 0.0
 ) -> np.ndarray:
-    """Paper-style ``E x_i² = η s_i² / (2 p_i (h_i + θ p_i))``, ``p = s + ε`` (SPEC §5).
+    """Paper-style ``E x_i² = η s_i² / (2 p_i (h_i + θ p_i))``, ``p = s + ε`` (docs/theory.md §5).
 
     The stationary variance of the RMSpropW SDE with ``V`` frozen at ``s²``,
     ``dX = −(h/p + θ) X dt − √η (s/p) dW`` (an Ornstein–Uhlenbeck process); at
@@ -91,7 +91,7 @@ def _paper_linearisation(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Drift matrix ``A`` and diffusion ``B`` of the linearised AdamW SDE for ``(X, M)``.
 
-    SPEC §3 with ``V = s²``, ``ι₁ = ι₂ = 1``, ``∇f = hX``; ``β₁ = 1 − ηρ₁``:
+    docs/theory.md §3 with ``V = s²``, ``ι₁ = ι₂ = 1``, ``∇f = hX``; ``β₁ = 1 − ηρ₁``:
     ``dX = −(1/p)(β₁M + (1−β₁)hX) dt − θX dt [− ((1−β₁)/p) √η s dW]`` (refined term),
     ``dM = ρ₁(hX − M) dt + √η ρ₁ s dW``.  Malladi et al. drop the momentum
     correction: ``dX = −(1/p) M dt − θX dt``.
@@ -108,9 +108,9 @@ def _paper_linearisation(
 def adamw_stationary_second_moment_sde(
     h: ArrayLike, s: ArrayLike, hp: Hyperparameters, model: str = "paper"
 ) -> np.ndarray:
-    """``E X_i²`` of the linearised AdamW SDE, from ``A C + C Aᵀ + B Bᵀ = 0`` (SPEC §5).
+    """``E X_i²`` of the linearised AdamW SDE, from ``A C + C Aᵀ + B Bᵀ = 0`` (docs/theory.md §5).
 
-    ``model``: ``"paper"`` (the paper's SDE), ``"refined"`` (ours, SPEC §3: the
+    ``model``: ``"paper"`` (the paper's SDE), ``"refined"`` (ours, docs/theory.md §3: the
     momentum noise also drives X), or ``"malladi"`` (Malladi et al.'s).  ``V`` is
     frozen at ``s²`` and ``ι → 1``.  Unlike the paper-style formula this keeps the
     momentum: the paper SDE's stationary loss comes out low by ≈ β₁² in the
@@ -147,7 +147,7 @@ def _adamw_sde_at(h: float, s: float, p: float, hp: Hyperparameters, model: str)
 def adamw_stationary_second_moment_sde_self_consistent(
     h: ArrayLike, s: ArrayLike, hp: Hyperparameters, model: str = "paper"
 ) -> np.ndarray:
-    """:func:`adamw_stationary_second_moment_sde` with ``V`` at ``s² + h² E X²`` (SPEC §8).
+    """:func:`adamw_stationary_second_moment_sde` with ``V`` at ``s² + h² E X²`` (docs/theory.md §8).
 
     The paper's and the refined SDE relax ``V`` to ``(∇f)² + diag Σ``, so ``P`` settles at
     the self-consistent ``p = √(s² + h² E X²) + ε`` (:func:`self_consistent_preconditioner`);
@@ -179,9 +179,9 @@ def _adamw_discrete_at(h: float, s: float, p: float, hp: Hyperparameters) -> flo
 
 
 def adamw_stationary_second_moment_discrete(h: ArrayLike, s: ArrayLike, hp: Hyperparameters) -> np.ndarray:
-    """``E x_i²`` of the discrete AdamW linearised at the minimum (SPEC §5), ``p = s + ε``.
+    """``E x_i²`` of the discrete AdamW linearised at the minimum (docs/theory.md §5), ``p = s + ε``.
 
-    With ``v`` frozen at ``s²`` and the bias corrections at 1, the update of SPEC §2
+    With ``v`` frozen at ``s²`` and the bias corrections at 1, the update of docs/theory.md §2
     is linear in ``(x, m)``, ``c = η/p``:
     ``m' = β₁m + (1−β₁)(hx + sξ)``, ``x' = (1 − ηθ)x − c m'``,
     and the stationary covariance solves the discrete Lyapunov equation
@@ -209,7 +209,7 @@ def _rmspropw_discrete_at(h: np.ndarray, s: np.ndarray, p: np.ndarray, hp: Hyper
 
 
 def rmspropw_stationary_second_moment_discrete(h: ArrayLike, s: ArrayLike, hp: Hyperparameters) -> np.ndarray:
-    """``E x_i²`` of the discrete RMSpropW linearised at the minimum (SPEC §5), ``p = s + ε``.
+    """``E x_i²`` of the discrete RMSpropW linearised at the minimum (docs/theory.md §5), ``p = s + ε``.
 
     With ``v`` frozen at ``s²`` the update ``x' = x − η(hx + sξ)/p − ηθx`` is an
     AR(1) recursion ``x' = a x − (η s/p) ξ``, ``a = 1 − η(h/p + θ)``, so
@@ -225,7 +225,8 @@ SecondMomentAt = Callable[[float, float, float], float]
 
 
 def self_consistent_preconditioner(h: float, s: float, eps: float, second_moment_at: SecondMomentAt) -> float:
-    """The root ``p`` of ``p = √(s² + h² m(p)) + ε``, ``m(p) = second_moment_at(h, s, p)`` (SPEC §8).
+    """The root ``p`` of ``p = √(s² + h² m(p)) + ε``, ``m(p) = second_moment_at(h, s, p)``
+    (docs/theory.md §8).
 
     Near the minimum ``v`` settles at ``E g² = s² + h² E x²``, not at ``s²``; the
     stationary ``E x²`` in turn depends on ``p = √v + ε``.  ``m`` decreases as ``p``
@@ -274,7 +275,8 @@ def _self_consistent(
 def rmspropw_stationary_second_moment_self_consistent(
     h: ArrayLike, s: ArrayLike, hp: Hyperparameters
 ) -> np.ndarray:
-    """``E x_i²`` of the discrete RMSpropW with the self-consistent ``p = √(s² + h² E x²) + ε`` (SPEC §8).
+    """``E x_i²`` of the discrete RMSpropW with the self-consistent ``p = √(s² + h² E x²) + ε``
+    (docs/theory.md §8).
 
     The AR(1) form of :func:`rmspropw_stationary_second_moment_discrete` with ``p``
     solved together with ``E x²`` (:func:`self_consistent_preconditioner`).  Measured
@@ -290,7 +292,8 @@ def rmspropw_stationary_second_moment_self_consistent(
 def adamw_stationary_second_moment_self_consistent(
     h: ArrayLike, s: ArrayLike, hp: Hyperparameters
 ) -> np.ndarray:
-    """``E x_i²`` of the discrete AdamW with the self-consistent ``p = √(s² + h² E x²) + ε`` (SPEC §8).
+    """``E x_i²`` of the discrete AdamW with the self-consistent ``p = √(s² + h² E x²) + ε``
+    (docs/theory.md §8).
 
     The 2×2 ``(x, m)`` discrete Lyapunov equation of
     :func:`adamw_stationary_second_moment_discrete` with ``p`` solved together with
@@ -303,7 +306,7 @@ def adamw_stationary_second_moment_self_consistent(
 def adaptive_stationary_second_moment_self_consistent(
     h: ArrayLike, s: ArrayLike, lr: float, eps: float = 0.0, weight_decay: float = 0.0
 ) -> np.ndarray:
-    """The paper-style ``η s²/(2p(h + θp))`` with the self-consistent ``p`` (SPEC §8).
+    """The paper-style ``η s²/(2p(h + θp))`` with the self-consistent ``p`` (docs/theory.md §8).
 
     The stationary variance of the paper's RMSpropW SDE, whose ``V`` relaxes to
     ``(∇f)² + diag Σ`` and so settles at ``s² + h² E x²`` (the fluctuations of ``V``
@@ -326,7 +329,7 @@ def stationary_loss(h: ArrayLike, second_moment: ArrayLike) -> float:
 def adamw_loss_limit(
     mu: float, L: float, d: int, sigma: float, batch_size: int, lr: float, weight_decay: float
 ) -> float:
-    """The paper's eq. (6): ``lim E[f − f*] ≤ ηLd/(4μ) · σ/(√B + σθ(L+μ)/(2μL))`` (SPEC §5).
+    """The paper's eq. (6): ``lim E[f − f*] ≤ ηLd/(4μ) · σ/(√B + σθ(L+μ)/(2μL))`` (docs/theory.md §5).
 
     For a μ-strongly convex, L-smooth ``f`` with ``Σ = σ² I/B``, AdamW at ``ε = 0``
     (paper-style, fast momentum).  An upper bound, bounded for every σ when

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from optsde.sde import DiscreteRunner, simulate
 from optsde.noise import GaussianNoise, StudentTNoise
 from optsde.optimizers import get_optimizer
 from optsde.optimizers.base import State
 from optsde.problems.analytic import NoisyProblem, Quadratic
 from optsde.problems.base import GradientOracle
+from optsde.sde import DiscreteRunner, simulate
 from optsde.theory.predictions import Prediction, PredictionError, Setting
 
 MEDIAN_GROUPS = 10

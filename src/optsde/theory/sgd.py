@@ -1,9 +1,9 @@
-"""SGD on a diagonal quadratic, its loss bound, and the pieces SPEC §5's closed forms share.
+"""SGD on a diagonal quadratic, its loss bound, and the pieces docs/theory.md §5's closed forms share.
 
-SGD's SDE (Li et al., SPEC §3) on ``f = ½ Σ h_i x_i²`` with noise scale ``s_i`` is an
+SGD's SDE (Li et al., docs/theory.md §3) on ``f = ½ Σ h_i x_i²`` with noise scale ``s_i`` is an
 Ornstein–Uhlenbeck process per coordinate, ``dX = −hX dt + √η s dW``, so its
 stationary law and its loss are explicit.  For a μ-strongly convex, L-smooth ``f``
-with ``Σ = σ²I/B``, Itô's formula on ``f`` gives the bound of SPEC §5 (the
+with ``Σ = σ²I/B``, Itô's formula on ``f`` gives the bound of docs/theory.md §5 (the
 poster's eq. 3).  The noise-resilience law (how the asymptotic loss grows with σ)
 compares SGD with the adaptive methods, so it lives here beside the baseline.
 
@@ -44,7 +44,7 @@ def times(t: ArrayLike) -> np.ndarray:
 def relaxation(t: ArrayLike, start: ArrayLike, rate: ArrayLike, limit: ArrayLike) -> np.ndarray:
     """``start·e^{−rate·t} + (1 − e^{−rate·t})·limit``: the solution of ``dF/dt = −rate(F − limit)``.
 
-    Every constant-rate loss bound of SPEC §5 has this form (the comparison ODE
+    Every constant-rate loss bound of docs/theory.md §5 has this form (the comparison ODE
     that Itô's formula on ``f`` yields); with ``t`` of shape ``(T,)`` and per-coordinate
     ``rate``, the result is ``(T, d)``.
     """
@@ -53,7 +53,7 @@ def relaxation(t: ArrayLike, start: ArrayLike, rate: ArrayLike, limit: ArrayLike
 
 
 def sgd_stationary_second_moment(h: ArrayLike, s: ArrayLike, lr: float) -> np.ndarray:
-    """SPEC §5: ``E x_i² = η s_i² / (2 h_i)``, the Ornstein–Uhlenbeck variance of SGD's SDE.
+    """docs/theory.md §5: ``E x_i² = η s_i² / (2 h_i)``, the Ornstein–Uhlenbeck variance of SGD's SDE.
 
     The discrete SGD has ``η s²/(h(2 − ηh))`` instead: the SDE's relative error is
     ``ηh/2``, below 5% while ``ηh < 0.1``.
@@ -63,13 +63,13 @@ def sgd_stationary_second_moment(h: ArrayLike, s: ArrayLike, lr: float) -> np.nd
 
 
 def sgd_stationary_loss(h: ArrayLike, s: ArrayLike, lr: float) -> float:
-    """SPEC §5: ``E f = ½ Σ h_i E x_i² = Σ η s_i²/4`` (independent of the curvatures)."""
+    """docs/theory.md §5: ``E f = ½ Σ h_i E x_i² = Σ η s_i²/4`` (independent of the curvatures)."""
     h_arr = positive("curvature h", h)
     return float(np.sum(0.5 * h_arr * sgd_stationary_second_moment(h_arr, s, lr), axis=-1))
 
 
 def sgd_discrete_stationary_second_moment(h: ArrayLike, s: ArrayLike, lr: float) -> np.ndarray:
-    """SPEC §8: ``E x_i² = η s_i² / (h_i (2 − η h_i))``, exact for the discrete SGD.
+    """docs/theory.md §8: ``E x_i² = η s_i² / (h_i (2 − η h_i))``, exact for the discrete SGD.
 
     ``x ← (1 − ηh)x − η s ξ`` is an AR(1) recursion, whose stationary variance is
     ``η² s² / (1 − (1 − ηh)²)``; it exists for ``0 < ηh < 2`` and needs only the noise
@@ -85,13 +85,13 @@ def sgd_discrete_stationary_second_moment(h: ArrayLike, s: ArrayLike, lr: float)
 
 
 def sgd_discrete_stationary_loss(h: ArrayLike, s: ArrayLike, lr: float) -> float:
-    """SPEC §8: ``E f = Σ_i η s_i² / (2(2 − η h_i))``, exact for the discrete SGD."""
+    """docs/theory.md §8: ``E f = Σ_i η s_i² / (2(2 − η h_i))``, exact for the discrete SGD."""
     h_arr = positive("curvature h", h)
     return float(np.sum(0.5 * h_arr * sgd_discrete_stationary_second_moment(h_arr, s, lr), axis=-1))
 
 
 def sgd_cauchy_stationary_scale(h: ArrayLike, s: ArrayLike, lr: float) -> np.ndarray:
-    """Scale of the stationary law of the discrete SGD under Cauchy noise of scale ``s`` (SPEC §8).
+    """Scale of the stationary law of the discrete SGD under Cauchy noise of scale ``s`` (docs/theory.md §8).
 
     ``x_∞ = −η s Σ_j (1 − ηh)^j T_j`` with ``T_j`` standard Cauchy; a weighted sum of
     Cauchy variables is Cauchy with the sum of the absolute weights as scale,
@@ -109,7 +109,7 @@ def sgd_cauchy_stationary_scale(h: ArrayLike, s: ArrayLike, lr: float) -> np.nda
 def sgd_loss_bound(
     t: ArrayLike, f0: float, mu: float, L: float, d: int, sigma: float, batch_size: int, lr: float
 ) -> np.ndarray:
-    """SPEC §5 (poster eq. 3): ``E[f − f*] ≤ (f₀ − f*)e^{−2μt} + (1 − e^{−2μt}) ηLdσ²/(4μB)``.
+    """docs/theory.md §5 (poster eq. 3): ``E[f − f*] ≤ (f₀ − f*)e^{−2μt} + (1 − e^{−2μt}) ηLdσ²/(4μB)``.
 
     Itô on ``f`` along ``dX = −∇f dt + √η σ/√B dW``:
     ``dE f = −E|∇f|² dt + (η/2) tr(∇²f) σ²/B dt ≤ −2μ E(f − f*) dt + ηLdσ²/(2B) dt``
@@ -129,7 +129,7 @@ def check_gap(f0: float) -> None:
 
 
 def check_problem(f0: float, mu: np.ndarray, L: np.ndarray, d: int, batch_size: int) -> None:
-    """The setting of SPEC §5's bounds: a gap ``f0 ≥ 0``, ``0 < μ ≤ L``, integers ``d, B ≥ 1``."""
+    """The setting of docs/theory.md §5's bounds: a gap ``f0 ≥ 0``, ``0 < μ ≤ L``, integers ``d, B ≥ 1``."""
     check_gap(f0)
     if mu > L:
         raise TheoryError(f"need mu ≤ L (strong convexity below smoothness), got mu={mu}, L={L}")
@@ -138,11 +138,11 @@ def check_problem(f0: float, mu: np.ndarray, L: np.ndarray, d: int, batch_size: 
 
 
 NOISE_RESILIENCE_EXPONENTS = {"sgd": 2, "signsgd": 1, "adam": 1, "rmsprop": 1, "adamw": 0, "rmspropw": 0}
-"""SPEC §5: the asymptotic loss at fixed η grows like ``σ^exponent`` for large σ."""
+"""docs/theory.md §5: the asymptotic loss at fixed η grows like ``σ^exponent`` for large σ."""
 
 
 def noise_resilience_exponent(optimizer_name: str, weight_decay: float | None = None) -> int:
-    """How the asymptotic loss grows with the noise level σ at fixed η: ``∝ σ^exponent`` (SPEC §5).
+    """How the asymptotic loss grows with the noise level σ at fixed η: ``∝ σ^exponent`` (docs/theory.md §5).
 
     2 for SGD (``ηLdσ²/(4μB)``), 1 for SignSGD, Adam and RMSprop (the
     preconditioner divides the noise by its own scale once), 0 for AdamW and

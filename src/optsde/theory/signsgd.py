@@ -1,4 +1,4 @@
-"""SignSGD's closed forms (SPEC §5) and its phase diagnostics (SPEC §3, paper Lemma 3.4).
+"""SignSGD's closed forms (docs/theory.md §5) and its phase diagnostics (docs/theory.md §3, paper Lemma 3.4).
 
 On ``f = ½ Σ h_i x_i²`` with noise scale ``s_i``, write ``Y = ∇f/s``.  In phase 3
 (``|Y| < 1``) the linearised SDE ``dX = −a X dt + √η sqrt(1 − (2/π)(hX/s)²) dW``,
@@ -47,7 +47,7 @@ TimeSchedule = Callable[[np.ndarray], ArrayLike]
 
 
 def student_t_sign_slope(nu: float) -> float:
-    """``2 f_ν(0) = 2Γ((ν+1)/2) / (√(νπ) Γ(ν/2))``: the slope of ``2F_ν − 1`` at 0 (SPEC §8).
+    """``2 f_ν(0) = 2Γ((ν+1)/2) / (√(νπ) Γ(ν/2))``: the slope of ``2F_ν − 1`` at 0 (docs/theory.md §8).
 
     Student-t noise ``s·T_ν`` gives ``E sign(g) = 2F_ν(∇f/s) − 1``; near the minimum it is
     linear in ``∇f/s`` with this slope, which takes the place of Gaussian noise's
@@ -67,14 +67,16 @@ def sign_slope(noise: str, nu: float | None = None) -> float:
 
 
 def signsgd_phase3_rate(h: ArrayLike, s: ArrayLike, *, slope: float = SQRT_2_OVER_PI) -> np.ndarray:
-    """``a = c h/s``: the mean's decay rate in phase 3 (SPEC §5), ``c = √(2/π)`` or :func:`sign_slope`."""
+    """``a = c h/s``: the mean's decay rate in phase 3 (docs/theory.md §5), ``c = √(2/π)`` or
+    :func:`sign_slope`."""
     return slope * positive("curvature h", h) / positive("noise scale s", s)
 
 
 def signsgd_phase3_mean(
     t: ArrayLike, x0: ArrayLike, h: ArrayLike, s: ArrayLike, *, slope: float = SQRT_2_OVER_PI
 ) -> np.ndarray:
-    """``E X_t = e^{−a t} X₀`` per coordinate (SPEC §5); ``t`` of shape ``(T,)`` gives ``(T, d)``."""
+    """``E X_t = e^{−a t} X₀`` per coordinate (docs/theory.md §5); ``t`` of shape ``(T,)`` gives ``(T,
+    d)``."""
     rate = signsgd_phase3_rate(h, s, slope=slope)
     return np.exp(-np.multiply.outer(times(t), rate)) * np.asarray(x0, dtype=float)
 
@@ -97,7 +99,7 @@ def signsgd_phase3_second_moment(
     second_moment0: ArrayLike | None = None,
     slope: float = SQRT_2_OVER_PI,
 ) -> np.ndarray:
-    """``E X_t²`` solving ``dE x²/dt = −2a E x² + η(1 − c²(h/s)² E x²)`` exactly (SPEC §5, §8).
+    """``E X_t²`` solving ``dE x²/dt = −2a E x² + η(1 − c²(h/s)² E x²)`` exactly (docs/theory.md §5, §8).
 
     Starts from ``x0²``, or from ``second_moment0`` (``E X₀²`` of a random start);
     ``c = √(2/π)`` for Gaussian noise, :func:`student_t_sign_slope` for Student-t.
@@ -111,7 +113,7 @@ def signsgd_phase3_second_moment(
 def signsgd_phase3_stationary_second_moment(
     h: ArrayLike, s: ArrayLike, lr: float, *, slope: float = SQRT_2_OVER_PI
 ) -> np.ndarray:
-    """``E x_i² → η / (2a_i + η c²(h_i/s_i)²)`` (SPEC §5, §8); ``≈ η s/(2c h)`` at small κ."""
+    """``E x_i² → η / (2a_i + η c²(h_i/s_i)²)`` (docs/theory.md §5, §8); ``≈ η s/(2c h)`` at small κ."""
     drift, diffusion = _second_moment_rates(h, s, lr, slope)
     return lr / (drift + diffusion)
 
@@ -138,7 +140,8 @@ def noise_log_cdf(noise: str, nu: float | None = None) -> Callable[[np.ndarray],
 
 
 def lattice_offset(x0: ArrayLike, lr: float) -> np.ndarray:
-    """``r = x₀ − η·round(x₀/η)``: SignSGD's iterates are ``x₀ + ηℤ = r + ηℤ``, ``|r| ≤ η/2`` (SPEC §8)."""
+    """``r = x₀ − η·round(x₀/η)``: SignSGD's iterates are ``x₀ + ηℤ = r + ηℤ``, ``|r| ≤ η/2``
+    (docs/theory.md §8)."""
     x0 = np.asarray(x0, dtype=float)
     return x0 - lr * np.round(x0 / lr)
 
@@ -169,7 +172,7 @@ def _lattice_second_moment(
 def signsgd_lattice_stationary_second_moment(
     h: ArrayLike, s: ArrayLike, lr: float, x0: ArrayLike, *, noise: str = "gaussian", nu: float | None = None
 ) -> np.ndarray:
-    """``E x_i²`` of SignSGD's exact stationary law on its lattice ``x₀ + ηℤ`` (SPEC §8), any κ.
+    """``E x_i²`` of SignSGD's exact stationary law on its lattice ``x₀ + ηℤ`` (docs/theory.md §8), any κ.
 
     On ``f = ½ Σ h_i x_i²`` with independent symmetric noise ``s ζ`` per coordinate,
     each coordinate of SignSGD is a birth–death chain on ``r + ηℤ`` (``r`` from
@@ -202,7 +205,8 @@ def noise_log_sf(noise: str, nu: float | None = None) -> Callable[[np.ndarray], 
 def signsgd_sde_stationary_second_moment(
     h: ArrayLike, s: ArrayLike, lr: float, *, noise: str = "gaussian", nu: float | None = None
 ) -> np.ndarray:
-    """``E X_i²`` under the stationary law of SignSGD's SDE (SPEC §3: Cor 3.3, or its Student-t form).
+    """``E X_i²`` under the stationary law of SignSGD's SDE (docs/theory.md §3: Cor 3.3, or its Student-t
+    form).
 
     Per coordinate, in ``y = hX/s``, the SDE ``dX = −b(hX/s) dt + √η √(1 − b²) dW`` with
     ``b = 2F − 1`` (``erf(y/√2)`` for Gaussian noise) is a 1-d diffusion, whose stationary
@@ -232,14 +236,15 @@ def signsgd_sde_stationary_second_moment(
 
 
 def signsgd_lattice_loss_floor(h: ArrayLike, lr: float, x0: ArrayLike) -> float:
-    """``Σ ½ h_i r_i²``, ``r = x₀ mod η`` nearest 0: no iterate of SignSGD has a lower loss (SPEC §8)."""
+    """``Σ ½ h_i r_i²``, ``r = x₀ mod η`` nearest 0: no iterate of SignSGD has a lower loss
+    (docs/theory.md §8)."""
     return float(
         np.sum(0.5 * positive("curvature h", h) * lattice_offset(x0, float(positive("lr", lr))) ** 2)
     )
 
 
 def signsgd_phase1_loss_bound(t: ArrayLike, f0: float, mu: float) -> np.ndarray:
-    """``√(f(X_t) − f*) ≤ √(f₀ − f*) − √(μ/2)·t`` (SPEC §5), squared and clipped at 0.
+    """``√(f(X_t) − f*) ≤ √(f₀ − f*) − √(μ/2)·t`` (docs/theory.md §5), squared and clipped at 0.
 
     Holds along the phase-1 ODE, i.e. while every coordinate has ``|Y| > 3/2``;
     the bound reaches 0 at ``t = √(2f₀/μ)``, after which it says nothing.
@@ -252,14 +257,15 @@ def signsgd_phase1_loss_bound(t: ArrayLike, f0: float, mu: float) -> np.ndarray:
 def signsgd_phase3_loss_rate(
     mu: float, sigma: float, batch_size: int = 1, *, slope: float = SQRT_2_OVER_PI
 ) -> float:
-    """``c = 2μ√(2/π)√B/σ``, the rate of the phase-3 loss bound (SPEC §5); ``2f_ν(0)`` for Student-t."""
+    """``c = 2μ√(2/π)√B/σ``, the rate of the phase-3 loss bound (docs/theory.md §5); ``2f_ν(0)`` for
+    Student-t."""
     return float(2.0 * positive("mu", mu) * slope * math.sqrt(batch_size) / positive("sigma", sigma))
 
 
 def signsgd_phase3_loss_limit(
     mu: float, L: float, d: int, sigma: float, batch_size: int, lr: float, *, slope: float = SQRT_2_OVER_PI
 ) -> float:
-    """``ηLd√(π/2)σ/(4μ√B) = (ηLd/2)/c``: the phase-3 bound's asymptote (SPEC §5, poster eq. 4)."""
+    """``ηLd√(π/2)σ/(4μ√B) = (ηLd/2)/c``: the phase-3 bound's asymptote (docs/theory.md §5, poster eq. 4)."""
     rate = signsgd_phase3_loss_rate(mu, sigma, batch_size, slope=slope)
     return float(positive("lr", lr) * L * d / (2.0 * rate))
 
@@ -267,7 +273,7 @@ def signsgd_phase3_loss_limit(
 def signsgd_phase3_loss_bound(
     t: ArrayLike, f0: float, mu: float, L: float, d: int, sigma: float, batch_size: int, lr: float
 ) -> np.ndarray:
-    """SPEC §5: ``E f ≤ f₀ e^{−ct} + (1 − e^{−ct}) ηLd√(π/2)σ/(4μ√B)`` in phase 3.
+    """docs/theory.md §5: ``E f ≤ f₀ e^{−ct} + (1 − e^{−ct}) ηLd√(π/2)σ/(4μ√B)`` in phase 3.
 
     Itô on ``f`` along the phase-3 SDE: the drift contributes
     ``−√(2/π)(√B/σ)|∇f|² ≤ −c f``, the diffusion ``(η/2) tr(∇²f (I − (2/π)diag(Y)²)) ≤ ηLd/2``.
@@ -288,11 +294,11 @@ def signsgd_schedule_loss_bound(
     batch_size: int,
     lr: float,
 ) -> np.ndarray:
-    """The phase-3 bound under a schedule φ(t) (paper's Lemma on schedulers, SPEC §5):
+    """The phase-3 bound under a schedule φ(t) (paper's Lemma on schedulers, docs/theory.md §5):
 
     ``E f(t) ≤ f₀ e^{−cΦ(t)} + (ηLd/2) ∫₀ᵗ φ(u)² e^{−c(Φ(t) − Φ(u))} du``,  ``Φ = ∫₀ᵗ φ``.
 
-    The constant ``ηLd/2`` is SPEC's and it is consistent: Itô on ``f`` along the
+    The constant ``ηLd/2`` of docs/theory.md §5 is consistent: Itô on ``f`` along the
     scheduled phase-3 SDE (``lr → ηφ`` scales the drift by φ and the diffusion
     coefficient by φ, its Itô term by φ²) gives ``dE f ≤ −cφ E f + (ηLd/2)φ²``, of which
     the bound is the solution; with φ ≡ 1 the integral is ``(1 − e^{−ct})/c`` and the
@@ -443,7 +449,7 @@ def signsgd_phase2_mean_bounds(
 
 
 def normalised_gradient(oracle: GradientOracle, x: Tensor) -> Tensor:
-    """``Y = ∇f(x)/s(x)`` per coordinate, the quantity SignSGD's phases are read from (SPEC §3)."""
+    """``Y = ∇f(x)/s(x)`` per coordinate, the quantity SignSGD's phases are read from (docs/theory.md §3)."""
     return oracle.grad(x) / oracle.noise_scale(x)
 
 
