@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from optsde.analysis import Check, checks_summary, checks_table
 from optsde.sde import Recording
 
 SERIES_COLUMNS = ("experiment", "panel", "method", "t", "metric", "mean", "stderr")
@@ -53,6 +55,7 @@ class Result:
     summary: dict[str, Any] = field(default_factory=dict)
     figures: dict[str, Figure] = field(default_factory=dict)
     report: list[str] = field(default_factory=list)
+    checks: dict[str, list[Check]] = field(default_factory=dict)
     status: str = "complete"
 
     def add_series(
@@ -73,6 +76,11 @@ class Result:
 
     def say(self, line: str = "") -> None:
         self.report.append(line)
+
+    def add_checks(self, panel: str, checks: list[Check]) -> None:
+        """Judged claims of ``panel``: summary.json and report.md are written from them
+        (docs/analysis.md: one check type, one tolerance policy)."""
+        self.checks.setdefault(panel, []).extend(checks)
 
 
 def _jsonable(value: Any) -> Any:
@@ -134,8 +142,15 @@ def write_result(result: Result, out: Path) -> Path:
         writer.writerow(SERIES_COLUMNS)
         for row in result.rows:
             writer.writerow([*row[:3], f"{row[3]:.9g}", row[4], f"{row[5]:.9g}", f"{row[6]:.6g}"])
+    checks = {panel: checks_summary(panel_checks) for panel, panel_checks in result.checks.items()}
     write_json(
-        out / "summary.json", {"experiment": result.experiment, "status": result.status, **result.summary}
+        out / "summary.json",
+        {
+            "experiment": result.experiment,
+            "status": result.status,
+            **result.summary,
+            **({"checks": checks} if checks else {}),
+        },
     )
     for name, figure in result.figures.items():
         figure.savefig(out / f"{name}.png", dpi=120, bbox_inches="tight")
@@ -145,23 +160,65 @@ def write_result(result: Result, out: Path) -> Path:
         header += [f"**Status: {result.status}** — the numbers below cover what was recorded.", ""]
     header += quick_mode_note(result.config)
     figures = ["", "## Figures", ""] + [f"![{name}]({name}.png)" for name in result.figures]
-    (out / "report.md").write_text("\n".join(header + result.report + figures) + "\n")
+    (out / "report.md").write_text(
+        "\n".join(header + result.report + checks_section(result.checks) + figures) + "\n"
+    )
     return out
 
 
+def checks_section(checks: dict[str, list[Check]]) -> list[str]:
+    """report.md's verdicts: per panel a table of checks (value ± SE, target, rule, verdict) and a
+    count of what passed, failed or could not be decided."""
+    if not checks:
+        return []
+    lines = ["", "## Checks", ""]
+    for panel, panel_checks in checks.items():
+        verdicts = [check.verdict for check in panel_checks]
+        counts = ", ".join(
+            f"{verdicts.count(v)} {v}" for v in ("pass", "fail", "inconclusive") if v in verdicts
+        )
+        lines += [f"### {panel} ({counts})", "", checks_table(panel_checks), ""]
+    return lines
+
+
 def plot_band(ax: Axes, rec: Recording, metric: str = "loss", index: int | None = None, **style: Any) -> None:
-    """Mean over paths with a band of ± one standard deviation across paths (the paper's style)."""
+    """Mean over paths with a band of ± one standard deviation across paths (the paper's style).
+    A diverged method is drawn up to its last finite record and marked there with ✕."""
     values = rec.values[metric] if index is None else rec.values[metric][..., index]
     mean, spread = values.mean(axis=1), values.std(axis=1)
     kwargs = {**method_style(rec.method), **style}
+    if rec.divergence is not None:
+        kwargs["label"] = f"{kwargs.get('label', rec.method)} (diverged at step {rec.divergence.step})"
     line = ax.plot(rec.times, mean, **kwargs)[0]
     ax.fill_between(rec.times, mean - spread, mean + spread, color=line.get_color(), alpha=0.15, lw=0)
+    if rec.divergence is not None and len(rec.times):
+        ax.plot(rec.times[-1], mean[-1], marker="X", ms=9, color=line.get_color(), ls="none")
+
+
+def keep_in_view(ax: Axes, recordings: Iterable[Recording], metric: str = "loss", log: bool = True) -> None:
+    """Limit ``ax``'s y-range to the methods that did not diverge (with their bands), so that a
+    blowing-up method never rescales the panel; it stays visible up to where it leaves the range."""
+    kept = [rec.values[metric] for rec in recordings if rec.divergence is None and len(rec.steps)]
+    if not kept:
+        return
+    low = min(float(np.nanmin(v.mean(axis=1) - v.std(axis=1))) for v in kept)
+    high = max(float(np.nanmax(v.mean(axis=1) + v.std(axis=1))) for v in kept)
+    if log:
+        positive = [
+            float(np.nanmin(v.mean(axis=1)[v.mean(axis=1) > 0])) for v in kept if (v.mean(axis=1) > 0).any()
+        ]
+        low = max(low, 0.5 * min(positive)) if positive else low
+        ax.set_ylim(low, 2.0 * high)
+    else:
+        pad = 0.05 * (high - low or abs(high) or 1.0)
+        ax.set_ylim(low - pad, high + pad)
 
 
 def loss_figure(
     recordings: dict[str, Recording], title: str, logy: bool = True, metric: str = "loss"
 ) -> Figure:
-    """``E f`` over time for each method, with a band over paths."""
+    """``E f`` over time for each method, with a band over paths; diverged methods marked and
+    kept from rescaling the panel."""
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for rec in recordings.values():
         if len(rec.steps):
@@ -170,6 +227,7 @@ def loss_figure(
     ax.set_ylabel("f(x)" if metric == "loss" else metric)
     if logy:
         ax.set_yscale("log")
+    keep_in_view(ax, recordings.values(), metric, log=logy)
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
