@@ -404,9 +404,11 @@ def test_record_steps():
     assert record_steps(5, points=100) == [0, 1, 2, 3, 4, 5]
     stratified = np.array(record_steps(10_000, 100))
     assert stratified[0] == 0 and stratified[-1] == 10_000 and len(stratified) in (101, 102)
-    # One step per stratum of 100, at no fixed period, the same every time.
-    assert (np.diff((stratified[1:-1] - 1) // 100) == 1).all()
-    assert len(set(np.diff(stratified))) > 20 and (stratified % 2 == 1).sum() > 20
+    # 50 strata of 200 steps, a pair k, k + 1 in each, at no fixed period, the same every time.
+    pairs = stratified[1:101].reshape(50, 2)
+    assert (pairs[:, 1] - pairs[:, 0] == 1).all()
+    assert (np.diff((pairs[:, 0] - 1) // 200) == 1).all()
+    assert len(set(np.diff(pairs[:, 0]))) > 20
     assert record_steps(10_000, 100) == stratified.tolist()
     for spacing in ("stratified", "linear", "log"):
         for steps, points in [(1, 10), (7, 3), (999, 100), (10_000, 50)]:

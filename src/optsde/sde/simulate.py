@@ -60,10 +60,13 @@ SPACINGS = ("stratified", "linear", "log")
 def record_steps(steps: int, points: int = 100, spacing: str = "stratified") -> list[int]:
     """Sorted distinct steps in ``[0, steps]`` to record at, both ends included.
 
-    ``stratified`` (the default): one step drawn uniformly in each of ``points`` equal
-    strata of ``[1, steps]``, from a stream fixed by ``(steps, points)`` so that a run is
-    reproducible; no period, so no aliasing.  ``linear``: a regular grid.  ``log``: a
-    geometric grid, dense early, for transients.
+    ``stratified`` (the default): ``points // 2`` equal strata of ``[1, steps]``, and in each a
+    pair of consecutive steps ``k, k + 1`` at a random ``k``, from a stream fixed by
+    ``(steps, points)`` so that a run is reproducible.  No period, so no aliasing; and each pair
+    weighs both parities of the step equally, which SignSGD on its lattice needs (each step moves
+    every coordinate by one site, so a period-2 orbit's phase is the step's parity on every path,
+    docs/theory.md §8).  ``linear``: a regular grid.  ``log``: a geometric grid, dense early, for
+    transients.
     """
     if spacing not in SPACINGS:
         raise SolverError(f"record spacing must be one of {', '.join(SPACINGS)}, got {spacing!r}")
@@ -74,9 +77,13 @@ def record_steps(steps: int, points: int = 100, spacing: str = "stratified") -> 
         return sorted({0, *grid.tolist(), steps})
     if spacing == "linear":
         return sorted({int(round(v)) for v in np.linspace(0, steps, points)} | {steps})
-    edges = np.linspace(0, steps, points + 1).round().astype(int)
+    strata = max(1, min(points // 2, steps // 2))
+    edges = np.linspace(0, steps, strata + 1).round().astype(int)
     rng = np.random.default_rng(zlib.crc32(f"{steps}/{points}".encode()))
-    picks = {int(rng.integers(lo + 1, hi + 1)) for lo, hi in itertools.pairwise(edges) if hi > lo}
+    picks = set()
+    for lo, hi in itertools.pairwise(edges):
+        k = int(rng.integers(lo + 1, hi)) if hi - lo >= 2 else lo + 1
+        picks |= {k, min(k + 1, steps)}
     return sorted({0, steps} | picks)
 
 

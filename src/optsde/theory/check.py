@@ -3,28 +3,29 @@
 :func:`simulate_stationary` is the one place that runs the engine; :func:`attach` writes what
 it measured into the prediction records (``simulated``, ``simulated_se``, ``rel_error``).
 
-The stationary averages are taken over the second half of the run at *stratified* steps (one
-random step in each of ``points`` equal strata), never on a regular grid: SignSGD on its
-lattice (κ ≳ 2) settles into short periodic orbits, and a grid whose spacing is a multiple of
-the period sees one phase of the orbit only.  Each path's time average is one sample, so the
-standard errors are over independent paths.
+The stationary averages are taken over the second half of the run at the engine's *stratified*
+record steps (:func:`optsde.sde.record_steps`: consecutive pairs at random steps, one pair per
+stratum), never on a regular grid: SignSGD on its lattice (κ ≳ 2) settles into short periodic
+orbits, and a grid whose spacing is a multiple of the period sees one phase of the orbit only.
+Each path's time average is one sample, so the standard errors are over independent paths
+(:mod:`optsde.analysis`).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from optsde.analysis import Estimate, grouped_quantile, sample_mean, stationarity
 from optsde.noise import GaussianNoise, StudentTNoise
 from optsde.optimizers import get_optimizer
 from optsde.optimizers.base import State
 from optsde.problems.analytic import NoisyProblem, Quadratic
 from optsde.problems.base import GradientOracle
-from optsde.sde import DiscreteRunner, simulate
+from optsde.sde import DiscreteRunner, record_steps, simulate
 from optsde.theory.predictions import Prediction, PredictionError, Setting
 
 MEDIAN_GROUPS = 10
@@ -43,21 +44,6 @@ class Stationary:
     drift: float
     """Mean loss of the window's second half minus its first half, in standard errors."""
     diverged: str | None = None
-
-
-def stratified_steps(steps: int, points: int, rng: np.random.Generator) -> list[int]:
-    """Pairs ``k, k + 1`` at one random ``k`` in each of ``points`` equal strata of ``(steps/2, steps)``.
-
-    Random, so that no period of the dynamics aliases with the spacing; in consecutive pairs,
-    because SignSGD's lattice has an exact parity (each step moves one site, so the site's
-    parity is that of ``k`` on every path): a pair weighs both parities equally, which a
-    random set of steps shared by all paths would not, and the paths' spread could not show.
-    """
-    first = steps // 2 + 1
-    # Strata at least two steps wide, so that a pair never overlaps the next stratum's.
-    edges = np.linspace(first, steps + 1, max(min(points, (steps + 1 - first) // 2), 1) + 1).astype(int)
-    chosen = [int(rng.integers(lo, hi - 1)) for lo, hi in itertools.pairwise(edges)]
-    return sorted({*chosen, *(k + 1 for k in chosen)})
 
 
 def build_problem(setting: Setting) -> NoisyProblem:
@@ -94,7 +80,7 @@ def simulate_stationary(
         torch.tensor(setting.start, dtype=torch.float64),
         paths=paths,
         steps=steps,
-        record_at=stratified_steps(steps, points, np.random.default_rng(seed)),
+        record_at=[k for k in record_steps(steps, 2 * points) if k > steps // 2],
         observables={"loss": lambda state, oracle: oracle.loss(state.x), "x2": _squares},
         generator=torch.Generator().manual_seed(seed),
     )
@@ -105,37 +91,33 @@ def simulate_stationary(
             nan, nan, (empty, empty), nan, empty, math.nan, rec.divergence.describe("the optimizer")
         )
     loss, squares = rec.values["loss"], rec.values["x2"]  # (T, P), (T, P, d)
-    per_path = loss.mean(axis=0)
-    half = 2 * (len(loss) // 4)  # at a pair boundary, so both halves weigh both parities
-    change = loss[half:].mean(axis=0) - loss[:half].mean(axis=0)
-    groups = np.array_split(np.arange(paths), MEDIAN_GROUPS)
-    medians = np.array([np.median(loss[:, g]) for g in groups])
     coordinate = squares.mean(axis=0)  # (P, d)
-    total = coordinate.sum(axis=1)
+    median = grouped_quantile(loss, 0.5, MEDIAN_GROUPS)
+    steps_seen = rec.steps
+    drift = stationarity(loss, steps_seen, burn_in=0.0, rel_tol=0.005).drift
     return Stationary(
-        loss=_mean_se(per_path),
-        second_moment=_mean_se(total),
+        loss=_pair(sample_mean(loss.mean(axis=0))),
+        second_moment=_pair(sample_mean(coordinate.sum(axis=1))),
         second_moments=(coordinate.mean(axis=0), coordinate.std(axis=0, ddof=1) / math.sqrt(paths)),
-        median_loss=(float(np.median(loss)), float(medians.std(ddof=1) / math.sqrt(MEDIAN_GROUPS))),
+        median_loss=_pair(median),
         median_second_moments=np.median(squares.reshape(-1, setting.dim), axis=0),
-        drift=_drift(change, float(per_path.mean())),
+        drift=_in_standard_errors(drift, float(loss.mean())),
     )
 
 
-def _drift(change: np.ndarray, level: float) -> float:
+def _pair(estimate: Estimate) -> tuple[float, float]:
+    return estimate.value, estimate.se
+
+
+def _in_standard_errors(drift: Estimate, level: float) -> float:
     """The change of the mean loss across the window in standard errors, 0 if below 0.5% of the level.
 
     A change too small to matter is not a warning, however many standard errors it is (a
     deterministic orbit has none).
     """
-    mean, se = _mean_se(change)
-    if abs(mean) <= 0.005 * abs(level) or se == 0:
+    if abs(drift.value) <= 0.005 * abs(level) or not drift.se > 0:
         return 0.0
-    return mean / se
-
-
-def _mean_se(samples: np.ndarray) -> tuple[float, float]:
-    return float(samples.mean()), float(samples.std(ddof=1) / math.sqrt(len(samples)))
+    return drift.value / drift.se
 
 
 def attach(records: list[Prediction], measured: Stationary) -> None:
