@@ -52,7 +52,7 @@ from optsde.problems.datasets import load_dataset
 from optsde.problems.models import ARCHITECTURES, build_model
 from optsde.problems.network import VARIANCE_MODES, NetworkProblem
 from optsde.randomness import GeneratorSource
-from optsde.sde import DiscreteRunner, Runner, SDERunner
+from optsde.sde import DiscreteRunner, Runner, SDERunner, StepInputs
 
 MODEL_DATASETS = {"mlp": "breast-cancer", "cnn": "digits", "transformer": "digits", "resnet": "digits"}
 """The data set each architecture is benchmarked on (as in ``nn-signsgd``'s quick setting)."""
@@ -242,9 +242,8 @@ def _time_steps(
         steps[method] += 1
         _synchronize(device)
         started = time.perf_counter()
-        states[method] = runners[method].advance(
-            states[method], steps[method], [1.0], problem, hp, GeneratorSource(generators[method])
-        )
+        inputs = StepInputs(steps[method], [1.0], problem, hp, GeneratorSource(generators[method]))
+        states[method] = runners[method].advance(states[method], inputs)
         _synchronize(device)
         return (time.perf_counter() - started) * 1e3
 
@@ -270,12 +269,12 @@ def _peak_memory_mb(
     """Peak memory of one step (MiB; see the module docstring), after a first step that fills caches."""
     random = GeneratorSource(torch.Generator(device=device).manual_seed(0))
     with torch.no_grad():
-        state: State = runner.advance(runner.init_state(x0), 1, [1.0], problem, hp, random)
+        state: State = runner.advance(runner.init_state(x0), StepInputs(1, [1.0], problem, hp, random))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             before = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
-            runner.advance(state, 2, [1.0], problem, hp, random)
+            runner.advance(state, StepInputs(2, [1.0], problem, hp, random))
             torch.cuda.synchronize(device)
             return (torch.cuda.max_memory_allocated(device) - before) / 2**20
         with _memory_returned_to_os() as available:
@@ -283,7 +282,7 @@ def _peak_memory_mb(
                 return None
             before = _status_kib("VmRSS")
             _reset_peak_rss()
-            runner.advance(state, 2, [1.0], problem, hp, random)
+            runner.advance(state, StepInputs(2, [1.0], problem, hp, random))
             return (_status_kib("VmHWM") - before) / 1024
 
 

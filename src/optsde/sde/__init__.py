@@ -14,7 +14,7 @@ from optsde.sde.simulate import (
     x_observable,
     x_squared_observable,
 )
-from optsde.sde.solver import DiscreteRunner, EulerMaruyama, Runner, SDERunner, SolverError
+from optsde.sde.solver import DiscreteRunner, EulerMaruyama, Runner, SDERunner, SolverError, StepInputs
 
 __all__ = [
     "DEFAULT_OBSERVABLES",
@@ -31,6 +31,7 @@ __all__ = [
     "Runner",
     "SDERunner",
     "SolverError",
+    "StepInputs",
     "diverged",
     "loss_observable",
     "record_steps",

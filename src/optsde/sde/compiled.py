@@ -37,7 +37,7 @@ from optsde.randomness import (
     ProbeSource,
     presample,
 )
-from optsde.sde.solver import Runner, SolverError
+from optsde.sde.solver import Runner, SolverError, StepInputs
 
 NOISE_MODES = ("auto", "presampled", "in-kernel")
 COMPILE_MODES = ("auto", "on", "off")
@@ -114,7 +114,7 @@ class Engine:
             factors = [1.0] * self.runner.substeps
             try:
                 with torch.no_grad():
-                    self.runner.advance(state, 1, factors, self.oracle, self.hp, probe)
+                    self.runner.advance(state, StepInputs(1, factors, self.oracle, self.hp, probe))
                 self._draws = probe.draws
             except NotPresampleable:
                 pure = False
@@ -179,7 +179,7 @@ class Engine:
         random = GeneratorSource(self.generator)
         for i in range(n):
             source = random if draws is None else PresampledSource(draws, i)
-            state = self.runner.advance(state, k + i, factors[i], self.oracle, self.hp, source)
+            state = self.runner.advance(state, StepInputs(k + i, factors[i], self.oracle, self.hp, source))
         return state
 
     def _compiled_chunk(
@@ -231,7 +231,7 @@ class Engine:
             state = State(x=x, m=m, v=v, step=step)
             for i in range(n):
                 source = KernelSource() if draws is None else PresampledSource(draws, i)
-                state = runner.advance(state, k + i, factors[i], oracle, hp, source)
+                state = runner.advance(state, StepInputs(k + i, factors[i], oracle, hp, source))
             return state.x, state.m, state.v, state.step
 
         # Dynamo keeps its compiled variants per code object, up to a small limit; a private

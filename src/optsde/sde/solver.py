@@ -38,8 +38,21 @@ Factors = Sequence[float] | Tensor
 """The schedule ``φ`` at each Euler–Maruyama sub-step of one optimizer step."""
 
 
+@dataclass(frozen=True)
+class StepInputs:
+    """What one optimizer step reads besides the state: its number ``k`` (from step ``k − 1`` to
+    ``k``; a 0-d tensor inside a compiled block), the schedule ``φ`` at each sub-step, the oracle,
+    the hyperparameters and the random source."""
+
+    k: int | Tensor
+    factors: Factors
+    oracle: GradientOracle
+    hp: Hyperparameters
+    random: RandomSource
+
+
 class Runner(Protocol):
-    """What :func:`~optsde.sde.simulate.simulate` advances."""
+    """What :func:`~optsde.sde.simulate.simulate` advances, one optimizer step at a time."""
 
     name: str
     substeps: int
@@ -47,17 +60,7 @@ class Runner(Protocol):
 
     def init_state(self, x0: Tensor) -> State: ...
 
-    def advance(
-        self,
-        state: State,
-        k: int | Tensor,
-        factors: Factors,
-        oracle: GradientOracle,
-        hp: Hyperparameters,
-        random: RandomSource,
-    ) -> State:
-        """From step ``k − 1`` to step ``k``."""
-        ...
+    def advance(self, state: State, step: StepInputs) -> State: ...
 
 
 @dataclass(frozen=True)
@@ -72,17 +75,9 @@ class DiscreteRunner:
     def init_state(self, x0: Tensor) -> State:
         return self.optimizer.init_state(x0)
 
-    def advance(
-        self,
-        state: State,
-        k: int | Tensor,
-        factors: Factors,
-        oracle: GradientOracle,
-        hp: Hyperparameters,
-        random: RandomSource,
-    ) -> State:
-        gradient = oracle.sample_gradient(state.x, random)
-        return self.optimizer.step(state, gradient, hp, hp.lr * factors[0])
+    def advance(self, state: State, step: StepInputs) -> State:
+        gradient = step.oracle.sample_gradient(state.x, step.random)
+        return self.optimizer.step(state, gradient, step.hp, step.hp.lr * step.factors[0])
 
 
 @dataclass(frozen=True)
@@ -153,17 +148,10 @@ class SDERunner:
     def init_state(self, x0: Tensor) -> State:
         return self.model.init_state(x0)
 
-    def advance(
-        self,
-        state: State,
-        k: int | Tensor,
-        factors: Factors,
-        oracle: GradientOracle,
-        hp: Hyperparameters,
-        random: RandomSource,
-    ) -> State:
+    def advance(self, state: State, step: StepInputs) -> State:
+        hp = step.hp
         dt = hp.lr / self.substeps
         for j in range(self.substeps):
-            t = ((k - 1) + j / self.substeps) * hp.lr
-            state = self.solver.step(self.model, state, t, dt, factors[j], oracle, hp, random)
+            t = ((step.k - 1) + j / self.substeps) * hp.lr
+            state = self.solver.step(self.model, state, t, dt, step.factors[j], step.oracle, hp, step.random)
         return state
