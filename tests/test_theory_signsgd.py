@@ -37,11 +37,10 @@ from optsde.theory.signsgd import (
     parse_schedule,
     phase2_steps,
     phase3_settling_time,
-    phase_windows,
-    signsgd_schedule_loss_floor,
     phase_indicator,
     phase_observables,
     phase_occupancy,
+    phase_windows,
     signsgd_phase1_loss_bound,
     signsgd_phase2_mean_bounds,
     signsgd_phase3_loss_bound,
@@ -51,7 +50,9 @@ from optsde.theory.signsgd import (
     signsgd_phase3_second_moment_scheduled,
     signsgd_phase3_stationary_loss,
     signsgd_phase3_stationary_second_moment,
+    signsgd_schedule_laws,
     signsgd_schedule_loss_bound,
+    signsgd_schedule_loss_floor,
 )
 
 MODEL = 0.05
@@ -331,6 +332,8 @@ def _scheduled_run(phi, seed):
     predicted = (
         0.5 * np.asarray(h) * signsgd_phase3_second_moment_scheduled(rec.times, x0, h, s, lr, phi)
     ).sum(-1)
+    laws = signsgd_schedule_laws(rec.times, phi, x0, h, s, 1, lr)  # the experiment's one call, same numbers
+    np.testing.assert_allclose(laws, (bound, predicted), rtol=1e-12)
     return rec, bound, predicted
 
 

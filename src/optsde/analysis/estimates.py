@@ -286,10 +286,11 @@ def worst_excess(excess: np.ndarray) -> tuple[int, Estimate]:
 
     ``excess``: ``(T, P)``, per record and independent path, how far past the bound the path is
     (positive: on the wrong side).  Returns that record's index and its mean excess over paths
-    with SE (:func:`sample_mean`).  The record ranks by ``mean/SE`` (a record with no spread
-    counts as ±∞, or 0 when exactly on the bound; ties go to the larger excess); with one path (no SE) by the mean.  The maximum
-    over many records is biased towards the bound by about one or two SE: a check of it
-    against ``z`` SE is conservative for a bound that is tight.
+    with SE (:func:`sample_mean`).  Records rank by ``mean/SE``: a record with no spread counts
+    as ±∞ (0 when exactly on the bound), ties go to the larger excess; with one path (no SE), by
+    the mean.  Where a bound is tight along many records, their largest ``mean/SE`` exceeds a
+    single record's by one or two SE, so a check of it at ``z`` SE fails a correct bound more
+    often than the policy's rate for one comparison.
     """
     x = np.asarray(excess, dtype=float)
     if x.ndim != 2 or x.shape[0] == 0:

@@ -522,6 +522,26 @@ def signsgd_schedule_loss_floor(x0: ArrayLike, h: ArrayLike, s: ArrayLike, total
     return float(np.sum(0.5 * h_arr * np.asarray(x0, dtype=float) ** 2 * decay))
 
 
+def signsgd_schedule_laws(
+    t: ArrayLike,
+    schedule: TimeSchedule,
+    x0: ArrayLike,
+    h: ArrayLike,
+    sigma: float,
+    batch_size: int,
+    lr: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The schedule bound (:func:`signsgd_schedule_loss_bound`, ``μ = min h``, ``L = max h``) and the
+    loss ``½ Σ h_i E x_i²`` by the scheduled phase-3 moment equation, from ``x0`` on
+    ``f = ½ Σ h_i x_i²`` with ``Σ = σ²I/B`` (docs/theory.md §5)."""
+    h_arr, x0 = positive("curvature h", h), np.asarray(x0, dtype=float)
+    f0, s = float(0.5 * np.sum(h_arr * x0**2)), sigma / math.sqrt(batch_size)
+    args = (f0, float(h_arr.min()), float(h_arr.max()), h_arr.size, sigma, batch_size, lr)
+    bound = signsgd_schedule_loss_bound(t, schedule, *args)
+    moments = signsgd_phase3_second_moment_scheduled(t, x0, h_arr, s, lr, schedule)
+    return bound, (0.5 * h_arr * moments).sum(axis=-1)
+
+
 def phase2_steps(
     x0: ArrayLike, h: ArrayLike, s: ArrayLike, lr: float, thresholds: PhaseThresholds = DEFAULT_THRESHOLDS
 ) -> range:
