@@ -135,9 +135,10 @@ def run(ctx: Context) -> None:
     t, loss = opt.times, opt.values["loss"]
     windows = {m: theory.phase_windows(r, occupancy) for m, r in main.recordings.items() if m != "ode-phase1"}
     result.summary["phases"] = {"occupancy": occupancy, "per_coordinate": windows}
+    result.say(f"\n**Phases** (while ≥ {occupancy:.0%} of SignSGD's paths are in them):")
     for i, w in enumerate(windows["optimizer"]):
         spans = [f"phase {k} " + _span(w[f"phase{k}_from"], w[f"phase{k}_to"]) for k in (1, 2, 3)]
-        result.say(f"- x[{i}] (≥ {occupancy:.0%} of SignSGD's paths): {', '.join(spans)}.")
+        result.say(f"- x[{i}]: {', '.join(spans)}.")
     phase1 = theory.first_stretch((opt.mean("phase1") >= occupancy).all(axis=1))
     k3 = _first((opt.mean("phase3") >= occupancy).all(axis=1))
     k3 = None if k3 is None or k3 == len(t) - 1 else k3  # entered at the last record: nothing after it
@@ -342,12 +343,14 @@ def _schedules(
         result.say(
             "- `schedule_x0` is outside phase 3 (|Y| ≥ 1): the bound and the prediction need not hold."
         )
-    runs, checks, loss_only = {}, [], {"observables": {"loss": DEFAULT_OBSERVABLES["loss"]}}
+    runs, checks = {}, []
+    options = {"steps": ctx["schedule_steps"], "paths": ctx["schedule_paths"], "record_at": record}
+    options["observables"] = {"loss": DEFAULT_OBSERVABLES["loss"]}
     for sched in schedules:
-        options = {"steps": ctx["schedule_steps"], "paths": ctx["schedule_paths"], "record_at": record}
         by_step = lambda k, phi=sched.phi: float(phi(np.array([k * lr]))[0])  # noqa: E731 (φ is of SDE time)
+        label = f"schedule-{sched.name}"  # its own random stream and checkpoint
         run = compare(
-            ctx, SIGNSGD_SPEC, problem, hp, ctx.tensor(x0), schedule=by_step, **options, **loss_only
+            ctx, SIGNSGD_SPEC, problem, hp, ctx.tensor(x0), schedule=by_step, label=label, **options
         )
         t, loss = run.recordings["optimizer"].times, run.recordings["optimizer"].values["loss"]
         bound, predicted = theory.signsgd_schedule_laws(
@@ -514,7 +517,7 @@ def _schedules_figure(
 ) -> Figure:
     """(d) the loss under each schedule (log–log): optimizer (band), SDE, bound, phase-3 prediction."""
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    ax.set(xscale="log", yscale="log", xlim=(1e-2, None), xlabel="t", ylabel="f(x) (mean; band 25–75%)")
+    ax.set(xscale="log", yscale="log", xlabel="t", ylabel="f(x) (mean; band 25–75%)")
     colors = dict(zip(runs, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
     for name, (run, bound, predicted) in runs.items():
         t = run.recordings["optimizer"].times
@@ -525,6 +528,7 @@ def _schedules_figure(
     level = ax.axhline(stationary, color="gray", lw=0.7, label="constant-lr stationary loss")
     styles = {"optimizer": "-", "SDE": "--", "schedule bound": ":", "phase-3 moments": "-."}
     two_way_legend(ax, colors, styles, [level], fontsize=7, ncol=2, loc="lower left")
+    ax.set_xlim(left=1e-2)
     ax.set_title("(d) schedules: loss → 0 only if Φ(∞) = ∞ and φ → 0", fontsize=10)
     fig.tight_layout()
     return fig
