@@ -37,10 +37,13 @@ from optsde.analysis import (
     paired_ratio,
     quantile,
     ratio,
+    restrict,
+    sample_mean,
     stationarity,
     stationary_mean,
     stationary_window,
     time_averaged_gap,
+    worst_excess,
 )
 from optsde.sde import Recording
 
@@ -292,6 +295,35 @@ def test_fidelity_summary_keys_and_numbers() -> None:
     assert numbers["stationary_rel_error"] == pytest.approx(expected)
     assert abs(numbers["stationary_rel_error"] - 0.2) <= Z_BINOMIAL * numbers["stationary_rel_error_se"]
     assert numbers["stationary_optimizer"] == pytest.approx(opt[window].mean())
+
+
+def test_worst_excess_ranks_by_standard_errors() -> None:
+    """The record nearest the bound in SE, not in raw excess; no spread counts as ±∞ (0 on the bound)."""
+    excess = np.array(
+        [
+            [-1.0, 1.0, -1.0, 1.0],  # mean 0.0, SE 0.577
+            [0.2, 0.4, 0.2, 0.4],  # mean 0.3, SE 0.058: z ≈ 5.2, the worst
+            [2.0, -1.0, 3.0, -1.0],  # mean 0.75, SE 0.99: larger excess, z ≈ 0.8
+        ]
+    )
+    k, value = worst_excess(excess)
+    assert k == 1 and value == sample_mean(excess[1])
+    k, value = worst_excess(np.vstack([excess, np.full((1, 4), 1e-9)]))
+    assert k == 3 and value.se == 0.0  # past the bound with no spread: certain
+    k, _ = worst_excess(np.array([[0.0, 0.0], [-0.5, -0.4]]))
+    assert k == 0  # on the bound (z = 0) beats clearly inside
+    k, value = worst_excess(np.array([[0.1], [0.3], [0.2]]))
+    assert k == 1 and math.isnan(value.se)  # one path: by the mean, SE unknown
+    with pytest.raises(AnalysisError):
+        worst_excess(np.zeros((0, 3)))
+
+
+def test_restrict_keeps_the_selected_records() -> None:
+    rec = _recording("optimizer", np.arange(12.0).reshape(6, 2))
+    part = restrict(rec, rec.steps >= 10)
+    assert part.steps.tolist() == [10, 15, 20, 25] and part.method == "optimizer" and part.lr == rec.lr
+    np.testing.assert_array_equal(part.values["loss"], rec.values["loss"][2:])
+    assert part.snapshots.shape[0] == 4
 
 
 # ---------------------------------------------------------------- checks

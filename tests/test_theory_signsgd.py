@@ -33,9 +33,14 @@ from optsde.theory.sgd import (
     sgd_stationary_second_moment,
 )
 from optsde.theory.signsgd import (
+    first_stretch,
+    parse_schedule,
+    phase2_steps,
+    phase3_settling_time,
     phase_indicator,
     phase_observables,
     phase_occupancy,
+    phase_windows,
     signsgd_phase1_loss_bound,
     signsgd_phase2_mean_bounds,
     signsgd_phase3_loss_bound,
@@ -45,7 +50,9 @@ from optsde.theory.signsgd import (
     signsgd_phase3_second_moment_scheduled,
     signsgd_phase3_stationary_loss,
     signsgd_phase3_stationary_second_moment,
+    signsgd_schedule_laws,
     signsgd_schedule_loss_bound,
+    signsgd_schedule_loss_floor,
 )
 
 MODEL = 0.05
@@ -325,6 +332,8 @@ def _scheduled_run(phi, seed):
     predicted = (
         0.5 * np.asarray(h) * signsgd_phase3_second_moment_scheduled(rec.times, x0, h, s, lr, phi)
     ).sum(-1)
+    laws = signsgd_schedule_laws(rec.times, phi, x0, h, s, 1, lr)  # the experiment's one call, same numbers
+    np.testing.assert_allclose(laws, (bound, predicted), rtol=1e-12)
     return rec, bound, predicted
 
 
@@ -355,6 +364,7 @@ def test_summable_schedule_freezes_the_loss_above_zero():
     assert_close(mean, se, predicted, "phase-3 moments under φ = e^-t")
     floor = float((0.5 * h * x0**2 * np.exp(-2 * math.sqrt(2 / math.pi) * h / s * 1.0)).sum())
     assert mean[-1] - Z_TOL * se[-1] > floor
+    assert signsgd_schedule_loss_floor(x0, h, s, 1.0) == pytest.approx(floor, rel=1e-12)
     assert floor > 2 * signsgd_phase3_stationary_loss(h, s, lr), "frozen above even the constant-lr level"
     half = int(np.searchsorted(rec.times, rec.times[-1] / 2))
     assert abs(mean[-1] - mean[half]) < Z_TOL * math.hypot(se[-1], se[half]) + 1e-3 * mean[-1], "frozen"
@@ -430,10 +440,144 @@ def test_bad_input_is_refused_with_a_message(call):
         call()
 
 
+def test_named_schedules_and_their_integrals():
+    """``Φ(∞)`` of each named schedule against numerical quadrature of its φ; malformed names refused."""
+    from scipy.integrate import quad
+
+    for text, to_zero in (("power:0.6", True), ("power:1", True), ("power:2.5", False), ("exp:4", False)):
+        schedule = parse_schedule(text)
+        assert schedule.name == text and schedule.to_zero is to_zero
+
+        def integral(end: float, phi=schedule.phi) -> float:
+            return quad(lambda u: float(phi(np.array([u]))[0]), 0.0, end, limit=500)[0]
+
+        if math.isfinite(schedule.total):
+            assert schedule.total == pytest.approx(integral(np.inf), rel=1e-6), text
+        else:  # Φ(t) grows without bound: at least like log t
+            assert integral(1e6) > 2.5 * integral(1e2) > 10, text
+    constant = parse_schedule("constant")
+    assert constant.total == math.inf and not constant.to_zero
+    np.testing.assert_array_equal(constant.phi(np.array([0.0, 5.0])), [1.0, 1.0])
+    for bad in ("power:-1", "power:nan", "exp:", "exp:0", "linear", "constant:1", "power:x"):
+        with pytest.raises(OptsdeError, match="schedule"):
+            parse_schedule(bad)
+
+
+def test_phase3_settling_time_is_when_the_moment_equation_is_within_tolerance():
+    h, s, lr, x2 = np.array([1.0, 2.0]), 0.1, 0.001, np.array([5e-3, 1e-3])
+    settle = phase3_settling_time(x2, h, s, lr)
+    stationary = signsgd_phase3_stationary_second_moment(h, s, lr)
+    gap = lambda t: np.abs(  # noqa: E731
+        signsgd_phase3_second_moment([t], [0.0, 0.0], h, s, lr, second_moment0=x2)[0] / stationary - 1
+    )
+    assert gap(settle).max() == pytest.approx(0.01, rel=1e-6)
+    assert gap(0.9 * settle).max() > 0.01
+    assert phase3_settling_time(stationary, h, s, lr) == 0.0
+
+
+def test_phase2_steps_cover_the_simulated_phase2_window():
+    """The phase-1 ODE's estimate of when phase 2 comes brackets where SignSGD's paths are in it."""
+    h, s, lr, x0 = [1.0, 2.0], 0.1, 0.001, [0.5, 0.5]
+    rec = _run(
+        _optimizer(SIGNSGD_SPEC),
+        _problem(h, s),
+        lr,
+        x0,
+        paths=100,
+        steps=600,
+        seed=12,
+        record_at=list(range(0, 601, 2)),
+        observables={**DEFAULT_OBSERVABLES, **phase_observables()},
+    )
+    window = phase2_steps(x0, h, s, lr)
+    in_phase2 = rec.steps[(rec.mean("phase2") > 0).any(axis=1)]
+    assert in_phase2.size > 10 and window.start <= in_phase2.min() and in_phase2.max() <= window.stop - 1
+    assert len(window) < 200, "and stays short: it is recorded at every step"
+    windows = phase_windows(rec, 0.95)
+    for i, entry in enumerate(windows):
+        assert (
+            entry["phase1_from"] == 0.0 and entry["phase1_to"] < entry["phase2_from"] < entry["phase3_from"]
+        )
+        held = rec.times[rec.mean("phase2")[:, i] >= 0.95]
+        assert (entry["phase2_from"], entry["phase2_to"]) == (held[0], held[-1])
+    assert phase2_steps([0.01, 0.01], h, s, lr) == range(0), "no coordinate starts in phase 1"
+
+
+def test_first_stretch():
+    assert first_stretch(np.array([0, 1, 1, 0, 1, 1, 1], dtype=bool)).tolist() == [1, 2]
+    assert first_stretch(np.array([1, 1, 1], dtype=bool)).tolist() == [0, 1, 2]
+    assert first_stretch(np.zeros(4, dtype=bool)).tolist() == []
+
+
+def _phases_run(settings: dict[str, str]):
+    from optsde.experiments.base import Context, get_experiment
+
+    experiment = get_experiment("signsgd-phases")
+    ctx = Context("signsgd-phases", experiment.resolve(False, settings, None))
+    experiment.run(ctx)
+    return ctx
+
+
+def test_signsgd_phases_small_run_draws_each_bound_over_its_phase():
+    """Issue 8: fig2b draws the phase-1 bound only while every coordinate is in phase 1, the
+    phase-3 bound only from phase-3 entry; every axes with lines has a legend, with no warning."""
+    import warnings
+
+    settings = {"paths": "40", "steps": "700", "record_points": "70", "schedules": "constant"}
+    settings |= {"schedule_steps": "40", "schedule_paths": "20"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ctx = _phases_run(settings)
+    summary, figures = ctx.result.summary, ctx.result.figures
+    (phase1_from, phase1_to), (phase3_from, phase3_to) = summary["loss_bounds"].values()
+    occupancy = summary["phases"]["per_coordinate"]["optimizer"]
+    assert phase1_to == min(c["phase1_to"] for c in occupancy)
+    assert phase3_from == max(c["phase3_from"] for c in occupancy) and phase3_to == pytest.approx(0.7)
+    drawn = {line.get_label(): line.get_xdata() for line in figures["fig2b_loss_bounds"].axes[0].lines}
+    phase1 = drawn["phase-1 bound, over phase 1"]
+    assert phase1.min() == phase1_from == 0.0 and phase1.max() == phase1_to < phase3_from
+    assert drawn["phase-3 bound, over phase 3"].min() == phase3_from
+    for figure in figures.values():
+        for ax in figure.axes:
+            assert not ax.lines or ax.get_legend() is not None
+    verdicts = {c.name: c.verdict for panel in ctx.result.checks.values() for c in panel}
+    assert verdicts["phase-1 bound"] == verdicts["phase-3 bound"] == "pass"
+
+
+def test_signsgd_phases_too_short_run_says_so(tmp_path, capsys):
+    """Issue 8: a run too short to reach a phase window answers "inconclusive" and says why,
+    never a traceback (this exact command raised ValueError: zero-size array)."""
+    import json
+
+    from optsde.cli import main
+
+    args = [
+        "run",
+        "signsgd-phases",
+        "--quick",
+        "--paths=2",
+        "--no-progress",
+        "--seed=4",
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    for setting in ("steps=7", "record_points=4", "schedule_steps=10", "schedule_paths=2", "lr=0.08151"):
+        args += ["--set", setting]
+    assert main([*args, "--set", "sigma=0.5692"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    checks = json.loads((tmp_path / "r" / "summary.json").read_text())["checks"]
+    short = [c for panel in checks.values() for c in panel["checks"] if "too short" in c["description"]]
+    names = {c["name"] for c in short}
+    assert {"phase-1 bound", "phase-3 bound", "phase-3 moments", "ode-phase1 in phase 1"} <= names
+    assert all(c["verdict"] == "inconclusive" for c in short)
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "the run is too short (raise `steps`)" in report and "**inconclusive**" in report
+
+
 @pytest.mark.slow
 def test_signsgd_phases_experiment_quick_run_makes_its_claims():
-    """The ``signsgd-phases`` experiment in quick mode: every check it reports holds, and the
-    schedules it says go to 0 end below the constant-lr level while the summable one does not."""
+    """The ``signsgd-phases`` experiment in quick mode: every check it reports passes (fixed seed), and
+    the schedules it says go to 0 end below the constant-lr level while the summable one does not."""
     from optsde.experiments.base import Context, get_experiment
 
     experiment = get_experiment("signsgd-phases")
@@ -441,16 +585,17 @@ def test_signsgd_phases_experiment_quick_run_makes_its_claims():
     experiment.run(ctx)
     summary = ctx.result.summary
     assert summary["main"]["kappa"] == pytest.approx(0.02)
-    assert summary["loss_bounds"]["phase1"]["holds"] and summary["loss_bounds"]["phase3"]["holds"]
-    assert all(b["inside"] for b in summary["phase2_mean_bounds"])
-    for method in ("optimizer", "sde-paper", "sde-phase3"):
-        numbers = summary["moments"][method]
-        error, se = np.asarray(numbers["stationary_x2_rel_error"]), np.asarray(numbers["stationary_x2_se"])
-        assert (
-            np.abs(error) <= MODEL + Z_TOL * se / np.asarray(summary["moments"]["predicted_stationary_x2"])
-        ).all()
+    checks = {c.name: c for panel in ctx.result.checks.values() for c in panel}
+    expected = {"phase-1 bound", "phase-3 bound", "ode-phase1 in phase 1", "SignSGD E X_t", "SignSGD E X_t²"}
+    expected |= {f"x[{i}] {side} its phase-2 bracket" for i in (0, 1) for side in "≤≥"}
+    expected |= {
+        f"{m} stationary E x[{i}]²" for m in ("optimizer", "sde-paper", "sde-phase3") for i in (0, 1)
+    }
+    expected |= {f"{name}: {what}" for name in ctx["schedules"] for what in ("bound", "final E f")}
+    expected |= {"power:0.6: to 0", "power:1: to 0", "exp:4: floor"}
+    assert expected <= set(checks)
+    assert [c.sentence() for c in checks.values() if c.verdict != "pass"] == []
     schedules = summary["schedules"]
-    assert all(schedules[name]["bound"]["holds"] for name in ctx["schedules"])
     constant = schedules["constant"]["final_loss"]
     assert schedules["power:1"]["final_loss"] < 0.5 * constant
     assert schedules["exp:4"]["final_loss"] > schedules["exp:4"]["loss_floor_from_Phi"]

@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from optsde.analysis import Check, checks_summary, checks_table
 from optsde.sde import Recording
@@ -193,6 +194,42 @@ def plot_band(ax: Axes, rec: Recording, metric: str = "loss", index: int | None 
     ax.fill_between(rec.times, mean - spread, mean + spread, color=line.get_color(), alpha=0.15, lw=0)
     if rec.divergence is not None and len(rec.times):
         ax.plot(rec.times[-1], mean[-1], marker="X", ms=9, color=line.get_color(), ls="none")
+
+
+def plot_mean(
+    ax: Axes,
+    rec: Recording,
+    metric: str = "loss",
+    index: int | None = None,
+    band: str | None = "sd",
+    **style: Any,
+) -> Line2D:
+    """The mean over paths of ``metric`` (coordinate ``index`` of a vector one) in ``rec``'s method
+    style, with a band across paths: ``"sd"``, ± one standard deviation (the paper's style);
+    ``"quartiles"``, 25–75% (for a log axis, where mean − sd may be negative); None, no band.
+    On a log time axis t = 0 is left out."""
+    values = rec.values[metric] if index is None else rec.values[metric][..., index]
+    mean = values.mean(axis=1)
+    keep = rec.times > 0 if ax.get_xscale() == "log" else np.ones(len(mean), dtype=bool)
+    line = ax.plot(rec.times[keep], mean[keep], **{**method_style(rec.method), **style})[0]
+    if band is not None:
+        sd = values.std(axis=1)
+        low, high = (
+            np.quantile(values, [0.25, 0.75], axis=1) if band == "quartiles" else (mean - sd, mean + sd)
+        )
+        ax.fill_between(rec.times[keep], low[keep], high[keep], color=line.get_color(), alpha=0.12, lw=0)
+    return line
+
+
+def two_way_legend(
+    ax: Axes, colors: dict[str, str], styles: dict[str, str], extra: Iterable[Any] = (), **legend: Any
+) -> None:
+    """A legend for curves told apart two ways: one entry per colour (``label → color``) and one
+    per line style (``label → linestyle``, drawn in black), then the labelled ``extra`` artists,
+    so that every drawn line is named."""
+    handles = [Line2D([], [], color=color, lw=2, label=label) for label, color in colors.items()]
+    handles += [Line2D([], [], color="black", ls=ls, lw=1, label=label) for label, ls in styles.items()]
+    ax.legend(handles=[*handles, *extra], **legend)
 
 
 def keep_in_view(ax: Axes, recordings: Iterable[Recording], metric: str = "loss", log: bool = True) -> None:

@@ -40,6 +40,7 @@ from optsde.analysis.estimates import (
     stationary_mean,
     stationary_window,
     time_averaged_gap,
+    worst_excess,
     worst_record,
 )
 from optsde.analysis.policy import POLICY, TolerancePolicy
@@ -49,6 +50,7 @@ from optsde.analysis.recordings import (
     pair_fidelity,
     per_path,
     recording_mean,
+    restrict,
 )
 
 __all__ = [
@@ -88,10 +90,12 @@ __all__ = [
     "quantile",
     "ratio",
     "recording_mean",
+    "restrict",
     "sample_mean",
     "stationarity",
     "stationary_mean",
     "stationary_window",
     "time_averaged_gap",
+    "worst_excess",
     "worst_record",
 ]

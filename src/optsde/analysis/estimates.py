@@ -281,6 +281,31 @@ def max_gap(reference: np.ndarray, model: np.ndarray) -> Estimate:
     return Estimate(float(abs(gap[worst])), float(gap_se[worst]))
 
 
+def worst_excess(excess: np.ndarray) -> tuple[int, Estimate]:
+    """The record where a mean comes closest to a bound, or goes furthest past it, in standard errors.
+
+    ``excess``: ``(T, P)``, per record and independent path, how far past the bound the path is
+    (positive: on the wrong side).  Returns that record's index and its mean excess over paths
+    with SE (:func:`sample_mean`).  Records rank by ``mean/SE``: a record with no spread counts
+    as ±∞ (0 when exactly on the bound), ties go to the larger excess; with one path (no SE), by
+    the mean.  Where a bound is tight along many records, their largest ``mean/SE`` exceeds a
+    single record's by one or two SE, so a check of it at ``z`` SE fails a correct bound more
+    often than the policy's rate for one comparison.
+    """
+    x = np.asarray(excess, dtype=float)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise AnalysisError(f"excess must have shape (records, paths) with records ≥ 1, got {x.shape}")
+    mean = x.mean(axis=1)
+    if x.shape[1] < 2:
+        worst = int(np.argmax(mean))
+    else:
+        se = x.std(axis=1, ddof=1) / math.sqrt(x.shape[1])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(se > 0, mean / se, np.sign(mean) * np.inf)  # sign(0)·∞ = nan: on the bound
+        worst = int(np.lexsort((mean, np.nan_to_num(z, nan=0.0, posinf=np.inf, neginf=-np.inf)))[-1])
+    return worst, sample_mean(x[worst])
+
+
 def worst_record(reference: np.ndarray, model: np.ndarray) -> int:
     """Index of the record where :func:`max_gap` is attained."""
     return int(np.argmax(np.abs(gap_profile(reference, model)[0])))

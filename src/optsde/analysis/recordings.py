@@ -29,6 +29,18 @@ def burn_in_mask(rec: Recording, burn_in: float) -> np.ndarray:
     return stationary_window(rec.steps, burn_in)
 
 
+def restrict(rec: Recording, mask: np.ndarray) -> Recording:
+    """``rec`` at the recorded points selected by ``mask`` (a boolean array over its records)."""
+    return Recording(
+        method=rec.method,
+        lr=rec.lr,
+        steps=rec.steps[mask],
+        values={name: values[mask] for name, values in rec.values.items()},
+        snapshots=rec.snapshots[mask],
+        divergence=rec.divergence,
+    )
+
+
 def per_path(rec: Recording, metric: str) -> np.ndarray:
     """``(T, P)`` values of ``metric``; a vector observable ``(T, P, d…)`` is summed over its coordinates."""
     values = rec.values[metric]

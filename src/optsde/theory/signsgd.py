@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from torch import Tensor
 from optsde.optimizers.base import State
 from optsde.optimizers.signsgd import PhaseThresholds, phase2_drift_bounds
 from optsde.problems.base import GradientOracle
-from optsde.sde import Observable
+from optsde.sde import Observable, Recording
 from optsde.theory.sgd import TheoryError, check_gap, check_problem, positive, relaxation, times
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -477,3 +478,121 @@ def phase_occupancy(y: Tensor, thresholds: PhaseThresholds = DEFAULT_THRESHOLDS)
     """Fractions of paths in phases 1, 2, 3 per coordinate, ``(3, d)``, from ``Y`` of shape ``(P, d)``."""
     phase = thresholds.phase(y)
     return torch.stack([(phase == k).to(torch.float64).mean(dim=0) for k in (1, 2, 3)])
+
+
+# ---------------------------------------------------------------- Fig. 2: named schedules, phase windows
+
+
+@dataclass(frozen=True)
+class NamedSchedule:
+    """A learning-rate schedule φ of SDE time, by name, and what docs/theory.md §5 predicts for it."""
+
+    name: str
+    phi: Callable[[np.ndarray], np.ndarray]
+    total: float
+    """``Φ(∞) = ∫₀^∞ φ`` (``inf`` when not summable)."""
+    to_zero: bool
+    """``Φ(∞) = ∞`` and ``∫₀ᵗ φ² e^{−c(Φ(t)−Φ(u))} du → 0`` (≈ φ(t)/c): φ → 0 without being summable."""
+
+
+def parse_schedule(text: str) -> NamedSchedule:
+    """``constant``, ``power:p`` (φ = (1+t)^{−p}) or ``exp:λ`` (φ = e^{−λt}), ``t`` in SDE time."""
+    kind, _, value = text.partition(":")
+    try:
+        rate = float(value) if value else math.nan
+    except ValueError:
+        rate = math.nan
+    if kind == "constant" and not value:
+        return NamedSchedule(text, np.ones_like, math.inf, to_zero=False)
+    if kind == "power" and math.isfinite(rate) and rate > 0:
+        total = math.inf if rate <= 1 else 1.0 / (rate - 1.0)
+        return NamedSchedule(text, lambda u: (1.0 + u) ** -rate, total, to_zero=rate <= 1)
+    if kind == "exp" and math.isfinite(rate) and rate > 0:
+        return NamedSchedule(text, lambda u: np.exp(-rate * u), 1.0 / rate, to_zero=False)
+    raise TheoryError(
+        f"schedule {text!r}: use constant, power:P (φ = (1+t)^-P, P > 0) or exp:L (φ = e^(-L t), L > 0)"
+    )
+
+
+def signsgd_schedule_loss_floor(x0: ArrayLike, h: ArrayLike, s: ArrayLike, total: float) -> float:
+    """``Σ ½ h_i x0_i² e^{−2a_iΦ(∞)}``: the scheduled phase-3 moment equation without its noise
+    term, so no schedule with ``Φ(∞) = total`` brings ``E f`` below it (docs/theory.md §5)."""
+    h_arr = positive("curvature h", h)
+    decay = np.exp(-2.0 * signsgd_phase3_rate(h_arr, s) * total)
+    return float(np.sum(0.5 * h_arr * np.asarray(x0, dtype=float) ** 2 * decay))
+
+
+def signsgd_schedule_laws(
+    t: ArrayLike,
+    schedule: TimeSchedule,
+    x0: ArrayLike,
+    h: ArrayLike,
+    sigma: float,
+    batch_size: int,
+    lr: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The schedule bound (:func:`signsgd_schedule_loss_bound`, ``μ = min h``, ``L = max h``) and the
+    loss ``½ Σ h_i E x_i²`` by the scheduled phase-3 moment equation, from ``x0`` on
+    ``f = ½ Σ h_i x_i²`` with ``Σ = σ²I/B`` (docs/theory.md §5)."""
+    h_arr, x0 = positive("curvature h", h), np.asarray(x0, dtype=float)
+    f0, s = float(0.5 * np.sum(h_arr * x0**2)), sigma / math.sqrt(batch_size)
+    args = (f0, float(h_arr.min()), float(h_arr.max()), h_arr.size, sigma, batch_size, lr)
+    bound = signsgd_schedule_loss_bound(t, schedule, *args)
+    moments = signsgd_phase3_second_moment_scheduled(t, x0, h_arr, s, lr, schedule)
+    return bound, (0.5 * h_arr * moments).sum(axis=-1)
+
+
+def phase2_steps(
+    x0: ArrayLike, h: ArrayLike, s: ArrayLike, lr: float, thresholds: PhaseThresholds = DEFAULT_THRESHOLDS
+) -> range:
+    """The steps during which some coordinate may be in phase 2, starting from ``x0``.
+
+    Phase 1 moves each coordinate at speed 1 (the phase-1 ODE), so ``|x_i|`` reaches the
+    phase-2 edge ``high·s/h`` at ``t = |x0_i| − high·s/h``; phase 2 is ``(high − low)·s/h``
+    of travel at a speed above 0.6 (``erf(1/√2) ≈ 0.68``).  A margin of 0.02 in time on both
+    sides; empty when no coordinate starts in phase 1.
+    """
+    h_arr, s_arr = positive("curvature h", h), positive("noise scale s", s)
+    travel = np.abs(np.asarray(x0, dtype=float)) - thresholds.high * s_arr / h_arr
+    if not (travel > 0).any():
+        return range(0)
+    stay = (thresholds.high - thresholds.low) * s_arr / h_arr / 0.6
+    first = max(int((travel[travel > 0].min() - 0.02) / lr), 0)
+    last = int(((travel + stay)[travel > 0].max() + 0.02) / lr)
+    return range(first, last + 1)
+
+
+def phase3_settling_time(
+    x2_entry: ArrayLike, h: ArrayLike, s: ArrayLike, lr: float, tol: float = 0.01
+) -> float:
+    """How long after phase-3 entry ``E x²`` takes to come within ``tol`` of its stationary value
+    in every coordinate, by the phase-3 moment equation (docs/theory.md §5) from ``x2_entry``."""
+    stationary = signsgd_phase3_stationary_second_moment(h, s, lr)
+    rate = lr / stationary  # the moment equation relaxes at rate 2a + η c²(h/s)² = η / stationary
+    excess = np.abs(np.asarray(x2_entry, dtype=float) / stationary - 1.0)
+    return float(np.max(np.log(np.maximum(excess / tol, 1.0)) / rate))
+
+
+def first_stretch(mask: np.ndarray) -> np.ndarray:
+    """Indices of the first run of consecutive ``True`` in ``mask`` (empty if none)."""
+    hits = np.flatnonzero(mask)
+    breaks = np.flatnonzero(np.diff(hits) != 1)
+    return hits[: breaks[0] + 1] if breaks.size else hits
+
+
+def phase_windows(rec: Recording, occupancy: float) -> list[dict[str, float | None]]:
+    """Per coordinate and phase ``k``: ``phase{k}_from``/``_to``, the first and last recorded
+    time at which at least ``occupancy`` of the paths are in phase ``k`` (None: never).
+
+    ``rec`` must carry the :func:`phase_observables`.
+    """
+    t = rec.times
+    windows = []
+    for i in range(rec.values["x"].shape[-1]):
+        entry: dict[str, float | None] = {}
+        for k in (1, 2, 3):
+            held = t[rec.mean(f"phase{k}")[:, i] >= occupancy]
+            entry[f"phase{k}_from"] = float(held[0]) if held.size else None
+            entry[f"phase{k}_to"] = float(held[-1]) if held.size else None
+        windows.append(entry)
+    return windows
