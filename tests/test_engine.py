@@ -111,3 +111,15 @@ def test_every_model_declares_what_it_needs_of_the_oracle():
         for model in spec.sdes.values():
             assert model.needs, model.name
             assert set(model.order) >= {term.component for term in model.terms}
+
+
+def test_a_family_names_its_models_and_its_noise_exponent():
+    sgd, adamw = OPTIMIZERS["sgd"], OPTIMIZERS["adamw"]
+    assert adamw.sde("refined") is adamw.sdes["refined"]
+    with pytest.raises(Exception, match="choose from: paper, malladi, refined, uncorrected"):
+        adamw.sde("nope")
+    from optsde.optimizers import Hyperparameters
+
+    assert sgd.noise_exponent(Hyperparameters(lr=0.1)) == 2
+    assert adamw.noise_exponent(Hyperparameters(lr=0.1, weight_decay=0.5)) == 0
+    assert adamw.noise_exponent(Hyperparameters(lr=0.1)) == 1

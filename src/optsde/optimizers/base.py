@@ -175,19 +175,6 @@ class OptimizerSpec:
                 f"{self.name} has no decoupled weight decay; {alternative}set weight_decay=0"
             )
 
-
-class DiscreteOptimizer(Protocol):
-    """A discrete update, docs/theory.md §2."""
-
-    name: str
-
-    def init_state(self, x0: Tensor) -> State: ...
-
-    def step(self, state: State, gradient: Tensor, hp: Hyperparameters, lr: float | Tensor) -> State:
-        """One update with stochastic gradient ``gradient`` and effective rate ``lr = η φ(k)``.
-        ``state.step`` and ``lr`` may be 0-d tensors inside a compiled block."""
-        ...
-
     def sde(self, key: str) -> SDE:
         """The SDE model ``key``, or a one-line error listing this optimizer's models."""
         if key not in self.sdes:
@@ -200,3 +187,16 @@ class DiscreteOptimizer(Protocol):
         (docs/theory.md §5); 0 means bounded."""
         bounded = self.decoupled_decay and hp.weight_decay > 0
         return 0 if bounded else self.capabilities.noise_exponent
+
+
+class DiscreteOptimizer(Protocol):
+    """A discrete update, docs/theory.md §2."""
+
+    name: str
+
+    def init_state(self, x0: Tensor) -> State: ...
+
+    def step(self, state: State, gradient: Tensor, hp: Hyperparameters, lr: float | Tensor) -> State:
+        """One update with stochastic gradient ``gradient`` and effective rate ``lr = η φ(k)``.
+        ``state.step`` and ``lr`` may be 0-d tensors inside a compiled block."""
+        ...
