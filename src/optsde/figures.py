@@ -53,11 +53,11 @@ def reference_line(ax: Axes, level: float, label: str | None = None, **style: An
 
 
 def label_curves(
-    ax: Axes, curves: Iterable[tuple[str, np.ndarray, np.ndarray]], at_start: bool = False, **text: Any
+    ax: Axes, curves: Iterable[tuple[str, np.ndarray, np.ndarray]], index: int = -1, **text: Any
 ) -> None:
-    """Write each ``(label, x, y)`` curve's label beside its last point (or its first, left of it:
-    where curves meet at one end, label them at the other)."""
-    index, shift, align = (0, -4, "right") if at_start else (-1, 4, "left")
+    """Write each ``(label, x, y)`` curve's label beside its point ``index`` (default the last; 0
+    puts it left of the first).  Where curves meet at one end, label them where they are apart."""
+    shift, align = (-4, "right") if index == 0 else (4, "left")
     for label, x, y in curves:
         ax.annotate(
             label,

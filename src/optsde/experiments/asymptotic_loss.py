@@ -439,9 +439,7 @@ def _sweep_figures(sweep: dict[str, dict[str, Any]]) -> tuple[Figure, Figure]:
             ax_var.plot(sig_h, [c[LYAPUNOV] for c in sel], **style, ms=0, lw=0.8)
             if i == 0:
                 ax_var.plot(sig_h, [c[PAPER] for c in sel], color="gray", ls="--", lw=0.8)
-                label_curves(
-                    ax_var, [(f"h = {h:g}", sig_h, np.array([c[LYAPUNOV] for c in sel]))], at_start=True
-                )
+                label_curves(ax_var, [(f"h = {h:g}", sig_h, np.array([c[LYAPUNOV] for c in sel]))], index=0)
         kappa, values = np.array([c["kappa"] for c in coords]), np.array([c["measured"] for c in coords])
         for name, fill, nudge in ((LYAPUNOV, style["color"], 1.0), (PAPER, "none", 1.04)):
             predicted = np.array([c[name] for c in coords])
