@@ -315,12 +315,34 @@ def test_run_config_holds_every_resolved_value(tmp_path: Path, capsys: pytest.Ca
     assert _nulls(json.loads((out / "config.json").read_text())) == []
 
 
-@pytest.mark.xfail(strict=False, reason="simulate's default x0 is resolved in experiments/custom.py")
 def test_simulate_config_holds_every_resolved_value(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run_cli([*TINY, "--out", str(tmp_path / "s")], capsys)[0] == 0
-    assert _nulls(json.loads((tmp_path / "s" / "config.json").read_text())) == []
+    config = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert _nulls(config) == []
+    assert config["params"]["x0"] == [1.0, 1.0]
+
+
+def test_simulate_saddle_starts_near_the_saddle_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The double-well coordinate starts off the saddle at 0 by the documented offset, not at its
+    minimum 1 (where the saddle would never be visited); the help says so."""
+    args = [*TINY, "--problem", "saddle", "--hessian", "1,2", "--out", str(tmp_path / "s")]
+    assert run_cli(args, capsys)[0] == 0
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["params"]["x0"] == [1.0, 1.0, 0.05]
+    assert "double-well coordinate at 0.05" in " ".join(help_text("simulate", capsys).split())
+
+
+def test_simulate_names_nu_only_for_student_t_noise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--nu is Student-t's: with Gaussian noise a ν ≤ 2 changes nothing and is never blamed."""
+    code, _, err = run_cli([*TINY, "--nu", "1", "--sde", "paper", "--out", str(tmp_path / "g")], capsys)
+    assert code == 0 and "ν" not in err
+    code, _, err = run_cli([*TINY, "--nu", "1", "--noise", "student-t", "--out", str(tmp_path / "t")], capsys)
+    assert code == 2 and "--nu 1: Student-t noise with ν ≤ 2 has no variance" in err
 
 
 # --- progress ---------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from optsde.cli.common import (
 from optsde.cli.run import execute, in_run_directory, prepare_checkpoints
 from optsde.errors import OptsdeError
 from optsde.experiments.base import Context, Experiment
-from optsde.experiments.custom import CUSTOM_DEFAULTS, custom_comparison
+from optsde.experiments.custom import CUSTOM_DEFAULTS, X0_HELP, custom_comparison
 from optsde.optimizers import OPTIMIZERS
 from optsde.results import RunDirectory
 
@@ -84,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--x0",
         type=float_list,
         default=None,
-        help="start, one value per coordinate, e.g. 1,1 (default: the problem's own start)",
+        help=X0_HELP,
     )
     p.add_argument("--steps", type=positive_int, default=d["steps"], help="optimizer steps")
     p.add_argument("--paths", type=positive_int, default=d["paths"], help="independent paths")

@@ -13,6 +13,7 @@ each well is compared.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -20,24 +21,22 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from optsde.analysis import recording_mean
+from optsde.analysis import Check, Estimate, Matches, Within, recording_mean, sample_mean
+from optsde.errors import OptsdeError
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
+from optsde.figures import label_curves, legend_entry, reference_line
 from optsde.noise import GaussianNoise
-from optsde.optimizers import Hyperparameters, get_optimizer
+from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
 from optsde.problems.analytic import EmbeddedSaddle, NoisyProblem, Quadratic
-from optsde.report import fidelity_table, method_style, plot_band
+from optsde.report import fidelity_table, keep_in_view, method_style, plot_band
 from optsde.sde import Recording, record_steps
-from optsde.theory.adaptive import (
-    adamw_stationary_second_moment_discrete,
-    adamw_stationary_second_moment_sde,
-    adaptive_stationary_second_moment,
-    rmspropw_stationary_second_moment_discrete,
-    stationary_loss,
-)
+from optsde.theory.adaptive import stationary_loss
+from optsde.theory.predictions import FORMULA_TOLERANCE, regime_statement
 
 NAME = "adaptive-quadratic"
 
 OPTIMIZERS = ("adamw", "rmspropw")
+"""The optimizers compared; each reads its SDE models from the parameter ``<name>_sdes``."""
 
 DEFAULTS: dict[str, Any] = {
     "lr": 0.001,
@@ -79,13 +78,6 @@ QUICK: dict[str, Any] = {
 }
 
 
-def _hyperparameters(ctx: Context) -> Hyperparameters:
-    """One record for both optimizers (RMSpropW ignores β₁)."""
-    return Hyperparameters(
-        lr=ctx["lr"], beta1=ctx["beta1"], beta2=ctx["beta2"], eps=ctx["eps"], weight_decay=ctx["weight_decay"]
-    )
-
-
 def _problems(ctx: Context) -> dict[str, tuple[NoisyProblem, list[float], str, int]]:
     """Name ↦ (oracle, x₀, description, steps), after checking the parameters once."""
     hessian, saddle_hessian = ctx["hessian"], ctx["saddle_hessian"]
@@ -124,101 +116,153 @@ def _problems(ctx: Context) -> dict[str, tuple[NoisyProblem, list[float], str, i
 
 
 def _predicted_losses(
-    optimizer: str, models: list[str], h: np.ndarray, s: float, hp: Hyperparameters
+    spec: OptimizerSpec, models: list[str], h: np.ndarray, s: float, hp: Hyperparameters
 ) -> dict[str, float]:
-    """Stationary loss of each method linearised at the minimum (docs/theory.md §5).
-
-    The optimizer: discrete Lyapunov (the most accurate form).  The AdamW SDEs:
-    continuous Lyapunov of their own linearisation.  Both RMSpropW SDEs linearise to
-    the same Ornstein–Uhlenbeck process, whose variance is the paper-style formula.
-    """
-    if optimizer == "adamw":
-        predicted = {"optimizer": adamw_stationary_second_moment_discrete(h, s, hp)}
-        predicted |= {f"sde-{m}": adamw_stationary_second_moment_sde(h, s, hp, m) for m in models}
-    else:
-        predicted = {"optimizer": rmspropw_stationary_second_moment_discrete(h, s, hp)}
-        paper_style = adaptive_stationary_second_moment(h, s, hp.lr, hp.eps, hp.weight_decay)
-        predicted |= {f"sde-{m}": paper_style for m in models}
-    return {method: stationary_loss(h, moments) for method, moments in predicted.items()}
-
-
-def _basin_shares(recordings: dict[str, Recording]) -> dict[str, dict[str, float]]:
-    """Share of paths whose double-well coordinate ends at x > 0, with its binomial SE."""
-    shares = {}
-    for method, rec in recordings.items():
-        if rec.divergence is not None or not len(rec.steps):
-            continue
-        final = rec.values["x"][-1, :, -1] > 0
-        share = float(final.mean())
-        shares[method] = {"share_positive": share, "se": math.sqrt(share * (1 - share) / final.size)}
-    return shares
-
-
-def _figure(cmp: Comparison, title: str, predicted: dict[str, float] | None) -> Figure:
-    """Paths in the plane of the first and last coordinates, ``E x`` over time, and ``f`` over time."""
-    fig, (ax_plane, ax_mean, ax_loss) = plt.subplots(1, 3, figsize=(15, 4.2))
-    for rec in cmp.recordings.values():
-        if not len(rec.steps):
-            continue
-        style = method_style(rec.method)
-        color, label = style.get("color"), style["label"]
-        for path in range(rec.snapshots.shape[1]):
-            ax_plane.plot(
-                rec.snapshots[:, path, 0], rec.snapshots[:, path, -1], color=color, lw=0.6, alpha=0.6
+    """Stationary loss of each method linearised at the minimum (docs/theory.md §5): the optimizer by
+    its family's discrete Lyapunov form, each SDE by its own continuous one (where the family has them)."""
+    caps, scale = spec.capabilities, np.full(len(h), s)
+    out = {}
+    if caps.linearised_second_moment is not None:
+        out["optimizer"] = stationary_loss(h, caps.linearised_second_moment(h, scale, hp))
+    for key in models if caps.sde_linearised_second_moment is not None else []:
+        with contextlib.suppress(OptsdeError):  # a model without a linearisation has no prediction
+            out[spec.sdes[key].name] = stationary_loss(
+                h, caps.sde_linearised_second_moment(h, scale, hp, key)
             )
-        mean = rec.mean("x")
-        ax_plane.plot(mean[:, 0], mean[:, -1], color=color, lw=2.0, linestyle=style["linestyle"], label=label)
-        stderr = rec.stderr("x")
+    return out
+
+
+def _basin_shares(recordings: dict[str, Recording]) -> dict[str, Estimate]:
+    """Share of paths whose double-well coordinate ends at x > 0, with its SE."""
+    return {
+        method: sample_mean(rec.values["x"][-1, :, -1] > 0)
+        for method, rec in recordings.items()
+        if rec.divergence is None and len(rec.steps)
+    }
+
+
+def _figure(cmp: Comparison, title: str, predicted: dict[str, float]) -> Figure:
+    """Paths in the plane of the first and last coordinates, ``E x_i`` over time, and ``f`` over time."""
+    fig, (ax_plane, ax_mean, ax_loss) = plt.subplots(1, 3, figsize=(15, 4.2))
+    last = cmp.recordings["optimizer"].snapshots.shape[-1] - 1
+    for rec in (r for r in cmp.recordings.values() if len(r.steps)):
+        style = method_style(rec.method)
+        color, line = style.get("color"), style.get("linestyle", "-")
+        ax_plane.plot(rec.snapshots[:, :, 0], rec.snapshots[:, :, -1], color=color, lw=0.6, alpha=0.6)
+        mean, stderr = rec.mean("x"), rec.stderr("x")
+        ax_plane.plot(mean[:, 0], mean[:, -1], lw=2.0, **style)
         for i in range(mean.shape[1]):
-            ax_mean.plot(rec.times, mean[:, i], color=color, linestyle=style["linestyle"])
+            ax_mean.plot(
+                rec.times, mean[:, i], color=color, linestyle=line, label=style["label"] if i == 0 else None
+            )
             ax_mean.fill_between(
                 rec.times, mean[:, i] - stderr[:, i], mean[:, i] + stderr[:, i], color=color, alpha=0.2, lw=0
             )
+        if rec.method == "optimizer":
+            apart = int(np.argmax(mean.std(axis=1)))  # where the coordinates' means differ most
+            label_curves(ax_mean, [(f"x[{i}]", rec.times, mean[:, i]) for i in range(mean.shape[1])], apart)
         plot_band(ax_loss, rec, "loss")
-    ax_plane.plot(*cmp.recordings["optimizer"].snapshots[0, 0, [0, -1]], "ko", ms=4)
-    ax_plane.set_xlabel("x1")
-    ax_plane.set_ylabel(f"x{cmp.recordings['optimizer'].snapshots.shape[-1]}")
-    ax_plane.set_title("4 paths each (thin) and E x (thick)")
-    ax_plane.legend(fontsize=7)
-    ax_mean.set_xlabel("t = k η")
-    ax_mean.set_ylabel("E x_i (± 1 standard error)")
-    ax_mean.set_title("mean of each coordinate")
-    ax_loss.set_yscale("log")
-    ax_loss.set_xlabel("t = k η")
-    ax_loss.set_ylabel("f(x)")
-    ax_loss.set_title("loss (± 1 sd over paths)")
+    for method, level in predicted.items():
+        reference_line(ax_loss, level, color=method_style(method).get("color", "gray"), ls=(0, (1, 2)))
     if predicted:
-        for method, level in predicted.items():
-            ax_loss.axhline(level, color=method_style(method).get("color", "gray"), lw=0.8, alpha=0.7)
-    # A ± sd band reaches below 0 near the minimum; keep the axis on the means.
-    lowest = min(rec.mean("loss").min() for rec in cmp.recordings.values() if len(rec.steps))
-    ax_loss.set_ylim(bottom=0.3 * lowest)
-    ax_loss.legend(fontsize=7)
+        legend_entry(ax_loss, "linearised levels (dotted, by colour)", color="gray", lw=0.8, ls=(0, (1, 2)))
+    ax_plane.plot(*cmp.recordings["optimizer"].snapshots[0, 0, [0, -1]], "ko", ms=4, label="start")
+    legend_entry(ax_plane, "4 paths each (thin)", color="gray", lw=0.6)
+    ax_plane.set(xlabel="x[0]", ylabel=f"x[{last}]", title="4 paths each (thin) and E x (thick)")
+    ax_mean.set(xlabel="t = k η", ylabel="E x[i] (± 1 standard error)", title="mean of each coordinate")
+    ax_loss.set(yscale="log", xlabel="t = k η", ylabel="f(x)", title="loss (± 1 sd over paths)")
+    keep_in_view(ax_loss, cmp.recordings.values())
+    for ax in (ax_plane, ax_mean, ax_loss):
+        ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def _say_fidelity(cmp: Comparison) -> tuple[list[str], dict[str, str]]:
-    """Report lines on which SDE tracks best by each measure, with numbers; and the winners."""
+def _panel(ctx: Context, problem: str, spec: OptimizerSpec, hp: Hyperparameters, s: float) -> str | None:
+    """One comparison: run, checks, report lines, figure; returns the verdict line on the closest SDE."""
+    result, (oracle, x0, description, steps) = ctx.result, _problems(ctx)[problem]
+    models = list(ctx[f"{spec.name}_sdes"])
+    panel = f"{problem}-{spec.name}"
+    cmp = compare(
+        ctx,
+        spec,
+        oracle,
+        hp,
+        ctx.tensor(x0),
+        steps=steps,
+        paths=ctx["paths"],
+        models=models,
+        substeps=ctx["substeps"],
+        record_at=record_steps(steps, ctx["record_points"]),
+        label=panel,
+        burn_in=ctx["burn_in"],
+    )
+    for rec in cmp.recordings.values():
+        result.add_recording(panel, rec, ("loss", "x"))
+    summary = cmp.summary()
+    result.say(f"## {spec.name} on {description}")
+    result.say()
+    result.say(regime_statement(spec.name, cmp.kappa))
+    result.say()
     tracked = {m: f for m, f in cmp.fidelity.items() if "diverged" not in f}
-    lines: list[str] = []
-    best: dict[str, str] = {}
+    verdict = None
     if tracked:
-        by_gap = sorted(tracked, key=lambda m: tracked[m]["mean_rel_gap"])
-        by_level = sorted(tracked, key=lambda m: abs(tracked[m]["stationary_rel_error"]))
-        gaps = ", ".join(
-            f"{m} {tracked[m]['mean_rel_gap']:.1%} ± {tracked[m]['mean_rel_gap_se']:.1%}" for m in by_gap
+        best = {
+            "by_mean_gap": min(tracked, key=lambda m: tracked[m]["mean_rel_gap"]),
+            "by_stationary_loss": min(tracked, key=lambda m: abs(tracked[m]["stationary_rel_error"])),
+        }
+        summary["best_sde"] = best
+        gap = tracked[best["by_mean_gap"]]
+        verdict = (
+            f"- {spec.name} on the {problem}: closest over the run **{best['by_mean_gap']}** "
+            f"(time-averaged gap {gap['mean_rel_gap']:.1%} ± {gap['mean_rel_gap_se']:.1%}); closest "
+            f"stationary loss {best['by_stationary_loss']}."
         )
-        levels = ", ".join(
-            f"{m} {tracked[m]['stationary_rel_error']:+.1%} ± {tracked[m]['stationary_rel_error_se']:.1%}"
-            for m in by_level
+    checks: list[Check] = []
+    predicted: dict[str, float] = {}
+    measured = {m: rec for m, rec in cmp.recordings.items() if rec.divergence is None and len(rec.steps)}
+    if problem == "quadratic":
+        predicted = _predicted_losses(spec, models, np.asarray(ctx["hessian"]), s, hp)
+        levels = {m: recording_mean(rec, "loss", ctx["burn_in"]) for m, rec in measured.items()}
+        summary["stationary_loss"] = {
+            m: {"measured": v.value, "measured_se": v.se, "predicted": predicted.get(m)}
+            for m, v in levels.items()
+        }
+        checks = [
+            Check(f"{m}: stationary loss vs its linearisation", v, predicted[m], Within(FORMULA_TOLERANCE))
+            for m, v in levels.items()
+            if m in predicted
+        ]
+    else:
+        shares = _basin_shares(measured)
+        summary["basin_share_positive"] = {m: v.to_dict() for m, v in shares.items()}
+        if "optimizer" in shares:
+            checks = [
+                Check(
+                    f"{m}: share ending in the x > 0 well",
+                    v,
+                    shares["optimizer"],
+                    Matches(resolution=1.0),
+                    "the optimizer's share",
+                )
+                for m, v in shares.items()
+                if m != "optimizer"
+            ]
+        result.say(
+            "- Share of paths ending in the x > 0 well: "
+            + ", ".join(f"{m} {v}" for m, v in shares.items())
+            + "."
         )
-        lines.append(f"- Closest over the whole run (time-averaged |E f gap|): **{by_gap[0]}** — {gaps}.")
-        lines.append(f"- Closest stationary loss: **{by_level[0]}** — {levels}.")
-        best = {"by_mean_gap": by_gap[0], "by_stationary_loss": by_level[0]}
-    lines += [f"- **Diverged:** {line}" for line in cmp.divergences()]
-    return lines, best
+    result.add_checks(panel, checks)
+    result.report.extend(f"- **Diverged:** {line}" for line in cmp.divergences())
+    result.say()
+    result.report.extend(fidelity_table(cmp.fidelity))
+    result.say()
+    result.summary[panel] = summary
+    title = f"{spec.name} vs its SDEs on {description}, κ = {cmp.kappa:.3g}"
+    result.figures[f"fig3_{panel}"] = _figure(cmp, title, predicted)
+    return verdict
 
 
 @experiment(
@@ -228,98 +272,27 @@ def _say_fidelity(cmp: Comparison) -> tuple[list[str], dict[str, str]]:
     quick=QUICK,
 )
 def run(ctx: Context) -> None:
-    """Fig. 3 of the paper: four comparisons, each with its fidelity summary and κ."""
-    result = ctx.result
-    problems = _problems(ctx)
-    hp = _hyperparameters(ctx)
+    """Fig. 3 of the paper: four comparisons, each with its fidelity summary, κ and checks."""
+    _problems(ctx)  # refuse bad parameters before anything runs
+    hp = Hyperparameters(ctx["lr"], ctx["beta1"], ctx["beta2"], ctx["eps"], ctx["weight_decay"])
     s = ctx["sigma"] / math.sqrt(ctx["batch_size"])
-    paths = ctx["paths"]
-    verdicts: list[str] = []
-    result.say(
-        f"AdamW and RMSpropW (η = {ctx['lr']:g}, θ = {ctx['weight_decay']:g}, ε = {ctx['eps']:g}; "
-        f"AdamW β = ({ctx['beta1']:g}, {ctx['beta2']:g}), RMSpropW β = {ctx['beta2']:g}) "
-        f"with Gaussian noise s = σ/√B = {s:g}, {paths} paths, {ctx['steps']} steps on the quadratic and "
-        f"{ctx['saddle_steps']} on the saddle; each SDE integrated by "
-        f"Euler–Maruyama with dt = η/{ctx['substeps']}. Gaps are relative to the optimizer, ± one "
-        "standard error; the stationary loss is the time average over the last "
-        f"{1 - ctx['burn_in']:.0%} of the run."
+    ctx.result.say(
+        f"η = {ctx['lr']:g}, θ = {ctx['weight_decay']:g}, ε = {ctx['eps']:g}, β = ({ctx['beta1']:g}, "
+        f"{ctx['beta2']:g}) (RMSpropW's β is β₂), Gaussian noise s = σ/√B = {s:g}, {ctx['paths']} paths, "
+        f"{ctx['steps']} steps on the quadratic and {ctx['saddle_steps']} on the saddle; SDEs by "
+        f"Euler–Maruyama with dt = η/{ctx['substeps']}.  Gaps are relative to the optimizer, ± one standard "
+        f"error; the stationary loss is the time average over the last {1 - ctx['burn_in']:.0%} of the run.  "
+        "Checks: "
+        "each method's stationary loss against its own linearisation (docs/theory.md §5: the optimizer's "
+        "discrete Lyapunov form, each SDE's continuous one), and on the saddle each SDE's share of paths in "
+        "the x > 0 well against the optimizer's."
     )
-    result.say("")
-    for problem_name, (oracle, x0, description, steps) in problems.items():
-        for optimizer in OPTIMIZERS:
-            spec = get_optimizer(optimizer)
-            models = list(ctx["adamw_sdes"] if optimizer == "adamw" else ctx["rmspropw_sdes"])
-            panel = f"{problem_name}-{optimizer}"
-            cmp = compare(
-                ctx,
-                spec,
-                oracle,
-                hp,
-                ctx.tensor(x0),
-                steps=steps,
-                paths=paths,
-                models=models,
-                substeps=ctx["substeps"],
-                record_at=record_steps(steps, ctx["record_points"]),
-                label=panel,
-                burn_in=ctx["burn_in"],
-            )
-            for rec in cmp.recordings.values():
-                result.add_recording(panel, rec, ("loss", "x"))
-            summary = cmp.summary()
-            predicted = None
-            result.say(f"## {spec.name} on {description} (κ = η·max h/s = {cmp.kappa:.3g})")
-            result.say("")
-            lines, best = _say_fidelity(cmp)
-            result.report.extend(lines)
-            summary["best_sde"] = best
-            if best:
-                gap = cmp.fidelity[best["by_mean_gap"]]
-                verdicts.append(
-                    f"- {spec.name} on the {problem_name}: **{best['by_mean_gap']}** "
-                    f"(time-averaged gap {gap['mean_rel_gap']:.1%} ± {gap['mean_rel_gap_se']:.1%}); "
-                    f"stationary loss closest: {best['by_stationary_loss']}."
-                )
-            if problem_name == "quadratic":
-                predicted = _predicted_losses(optimizer, models, np.asarray(ctx["hessian"]), s, hp)
-                measured = {
-                    m: recording_mean(rec, "loss", ctx["burn_in"])
-                    for m, rec in cmp.recordings.items()
-                    if rec.divergence is None
-                }
-                summary["stationary_loss"] = {
-                    m: {
-                        "measured": measured[m].value,
-                        "measured_se": measured[m].se,
-                        "predicted": predicted[m],
-                    }
-                    for m in measured
-                }
-                result.say(
-                    "- Stationary loss vs its linearisation (docs/theory.md §5; optimizer: discrete "
-                    "Lyapunov, SDEs: "
-                    "continuous Lyapunov / Ornstein–Uhlenbeck): "
-                    + ", ".join(
-                        f"{m} {v[0]:.3g} ± {v[1]:.1g} vs {predicted[m]:.3g} ({v[0] / predicted[m] - 1:+.1%})"
-                        for m, v in measured.items()
-                    )
-                    + "."
-                )
-            else:
-                shares = _basin_shares(cmp.recordings)
-                summary["basin_share_positive"] = shares
-                result.say(
-                    "- Share of paths ending in the x > 0 well: "
-                    + ", ".join(f"{m} {v['share_positive']:.2f} ± {v['se']:.2f}" for m, v in shares.items())
-                    + "."
-                )
-            result.say("")
-            result.report.extend(fidelity_table(cmp.fidelity))
-            result.say("")
-            result.summary[panel] = summary
-            result.figures[f"fig3_{panel}"] = _figure(
-                cmp, f"{spec.name} vs its SDEs on {description}, κ = {cmp.kappa:.3g}", predicted
-            )
-    result.say("## Which SDE tracks its optimizer best")
-    result.say("")
-    result.report.extend(verdicts or ["- No comparison finished without divergence."])
+    ctx.result.say()
+    verdicts = [
+        _panel(ctx, problem, get_optimizer(name), hp, s)
+        for problem in ("quadratic", "saddle")
+        for name in OPTIMIZERS
+    ]
+    ctx.result.say("## Which SDE tracks its optimizer best")
+    ctx.result.say()
+    ctx.result.report.extend([v for v in verdicts if v] or ["- No comparison finished without divergence."])

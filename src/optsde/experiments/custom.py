@@ -12,11 +12,13 @@ import matplotlib.pyplot as plt
 
 from optsde.analysis import burn_in_mask, mean_exists, quantile, recording_mean, stationarity
 from optsde.experiments.base import Context, ExperimentError, compare
+from optsde.figures import legend_entry
 from optsde.noise import GaussianNoise, StudentTNoise
 from optsde.optimizers import Hyperparameters, get_optimizer
 from optsde.problems.analytic import EmbeddedSaddle, NoisyProblem, Quadratic
 from optsde.report import fidelity_table, loss_figure, method_style
 from optsde.sde import Recording, record_steps
+from optsde.theory.predictions import PredictionError, Setting, predictions, recommended, regime_statement
 
 CUSTOM_DEFAULTS: dict[str, Any] = {
     "problem": "quadratic",
@@ -39,6 +41,23 @@ CUSTOM_DEFAULTS: dict[str, Any] = {
     "records": 200,
     "burn_in": 0.5,
 }
+"""``optsde simulate``'s flags and defaults.  ``x0`` None: the problem's own start (:func:`default_start`)."""
+
+SADDLE_OFFSET = 0.05
+"""The default start of the saddle's double-well coordinate: near the saddle at 0, so the run
+shows the escape from it (at 1, its minimum, the saddle would never be visited)."""
+
+X0_HELP = (
+    "start, one value per coordinate, e.g. 1,1 (default: 1 in every quadratic coordinate; "
+    f"--problem saddle: its double-well coordinate at {SADDLE_OFFSET:g}, near the saddle)"
+)
+"""``simulate --help``'s text for ``--x0``: the default of :func:`default_start` in words."""
+
+
+def default_start(params: dict[str, Any]) -> list[float]:
+    """1 in every quadratic coordinate; the saddle's double-well coordinate at :data:`SADDLE_OFFSET`."""
+    start = [1.0] * len(params["hessian"])
+    return [*start, SADDLE_OFFSET] if params["problem"] == "saddle" else start
 
 
 def build_problem(params: dict[str, Any]) -> NoisyProblem:
@@ -80,9 +99,10 @@ def custom_comparison(ctx: Context) -> int:
         weight_decay=params["weight_decay"],
     )
     spec.check(hp)
-    x0_values = params["x0"] if params["x0"] is not None else [1.0] * problem.dim
+    x0_values = params["x0"] if params["x0"] is not None else default_start(params)
     if len(x0_values) != problem.dim:
         raise ExperimentError(f"--x0 has {len(x0_values)} values; the problem has {problem.dim} coordinates")
+    params["x0"] = list(x0_values)  # config.json holds the start the run used, not null
     models = [m for m in params["sde"] if m != "none"]
     for key in models:
         if key not in spec.sdes:
@@ -94,9 +114,13 @@ def custom_comparison(ctx: Context) -> int:
             )
     needs_variance = any(spec.sdes[key].needs & {"variance", "noise"} for key in models)
     if needs_variance and not bool(problem.noise_variance(ctx.tensor([x0_values])).isfinite().all()):
+        if params["noise"] == "student-t" and params["nu"] <= 2:
+            raise ExperimentError(
+                f"--nu {params['nu']:g}: Student-t noise with ν ≤ 2 has no variance, so the {spec.name} SDE "
+                "does not exist; use --sde none to run the optimizer alone, or --nu above 2"
+            )
         raise ExperimentError(
-            f"--nu {params['nu']:g}: Student-t noise with ν ≤ 2 has no variance, so the {spec.name} SDE "
-            "does not exist; use --sde none to run the optimizer alone, or --nu above 2"
+            f"--sigma {params['sigma']:g}: the noise variance overflows; give a smaller --sigma"
         )
     if not 0 <= params["burn_in"] < 1:
         raise ExperimentError(f"--burn-in must lie in [0, 1), got {params['burn_in']}")
@@ -130,14 +154,11 @@ def custom_comparison(ctx: Context) -> int:
     if problem.dim >= 2:
         result.figures["trajectories"] = trajectory_figure(comparison, title)
     result.say(f"{title}; η = {hp.lr:g}, {params['paths']} paths, {params['steps']} steps.")
-    kappa = comparison.kappa
     if params["sigma"] == 0:
         result.say("σ = 0: no gradient noise; the optimizer runs noise-free and every SDE as its ODE.")
     else:
-        result.say(
-            f"κ = η·max h/s = {kappa:.3g}: "
-            + ("the SDE picture can hold (κ ≲ 0.1)." if kappa < 0.1 else "outside κ ≲ 0.1; expect SDE gaps.")
-        )
+        nu = params["nu"] if params["noise"] == "student-t" else None
+        result.say(regime_statement(spec.name, comparison.kappa, noise=params["noise"], nu=nu))
     result.say("")
     if comparison.fidelity:
         result.report.extend(fidelity_table(comparison.fidelity))
@@ -145,8 +166,32 @@ def custom_comparison(ctx: Context) -> int:
         result.say(f"- **{line}**")
     for method, numbers in result.summary["stationary_loss"].items():
         result.say(f"- {method}: {numbers['verdict']}")
+    predicted = predicted_stationary_loss(params, x0_values)
+    result.summary["stationary_loss_predicted"] = predicted
+    result.say(f"- predicted: {predicted['statement']}")
     single = len(comparison.recordings) == 1
     return 1 if single and comparison.divergences() else 0
+
+
+def predicted_stationary_loss(params: dict[str, Any], x0: list[float]) -> dict[str, Any]:
+    """Theory's recommended stationary loss for the run (docs/theory.md §8), to set beside the simulated
+    one: ``value`` (None where there is none), ``formula``, ``valid`` (inside its regime), ``regime`` and
+    a ``statement`` for the report.  Predictions exist for the quadratic with noise only."""
+    if params["problem"] != "quadratic" or params["sigma"] == 0:
+        why = "no noise" if params["sigma"] == 0 else "the saddle has no closed-form stationary loss"
+        return {"value": None, "statement": f"none ({why}; theory covers the noisy quadratic)"}
+    keys = ("optimizer", "hessian", "lr", "sigma", "batch_size", "noise", "nu", "beta1", "beta2", "eps")
+    try:
+        setting = Setting(**{k: params[k] for k in keys}, weight_decay=params["weight_decay"], x0=tuple(x0))
+        best = recommended(predictions(setting), "stationary_loss")
+    except PredictionError as error:
+        return {"value": None, "statement": f"none ({error})"}
+    numbers = {"value": best.value, "formula": best.formula, "valid": best.valid, "regime": best.regime}
+    if best.value is None:
+        return numbers | {"statement": f"no stationary loss ({best.note or best.regime})"}
+    inside = "inside" if best.valid else "outside"
+    statement = f"stationary loss {best.value:.4g} by {best.formula} ({inside} its regime: {best.regime})"
+    return numbers | {"statement": statement}
 
 
 def stationary_loss(rec: Recording, burn_in: float, no_mean_expected: bool) -> dict[str, Any]:
@@ -195,6 +240,7 @@ def trajectory_figure(comparison: Any, title: str) -> plt.Figure:
                 alpha=0.5,
                 color=style.get("color"),
             )
+    legend_entry(ax, "2 sample paths each (thin)", color="gray", lw=0.5)
     ax.set_xlabel("x[0]")
     ax.set_ylabel("x[1]")
     ax.set_title(title, fontsize=9)

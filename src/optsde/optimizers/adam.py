@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch import Tensor
 
 from optsde.optimizers.base import Capabilities, Hyperparameters, OptimizerSpec, State
@@ -123,6 +125,22 @@ ADAM_SDES = {
     ),
 }
 
+
+def _linearised_second_moment(h: ArrayLike, s: ArrayLike, hp: Hyperparameters) -> np.ndarray:
+    """``E x_i²`` of the discrete Adam(W) linearised at a minimum (docs/theory.md §5)."""
+    # Imported on use: optsde.theory.adaptive imports this package's base module.
+    from optsde.theory.adaptive import adamw_stationary_second_moment_discrete
+
+    return adamw_stationary_second_moment_discrete(h, s, hp)
+
+
+def _sde_linearised_second_moment(h: ArrayLike, s: ArrayLike, hp: Hyperparameters, model: str) -> np.ndarray:
+    """``E X_i²`` of the Adam(W) SDE ``model`` linearised at a minimum (docs/theory.md §5)."""
+    from optsde.theory.adaptive import adamw_stationary_second_moment_sde
+
+    return adamw_stationary_second_moment_sde(h, s, hp, model)
+
+
 ADAM_SPEC = OptimizerSpec(
     name="adam",
     discrete=AdamW(),
@@ -134,6 +152,8 @@ ADAM_SPEC = OptimizerSpec(
         mean_under_heavy_tails=True,
         style={"color": "tab:orange", "label": "Adam"},
         decay_variant="adamw",
+        linearised_second_moment=_linearised_second_moment,
+        sde_linearised_second_moment=_sde_linearised_second_moment,
     ),
     description="Adam; SDEs of the paper, of Malladi et al., and our refined one",
 )
@@ -145,7 +165,11 @@ ADAMW_SPEC = OptimizerSpec(
     uses=("lr", "beta1", "beta2", "eps", "weight_decay"),
     scaling_rules=ADAPTIVE_RULES,
     capabilities=Capabilities(
-        noise_exponent=1, mean_under_heavy_tails=True, style={"color": "tab:green", "label": "AdamW"}
+        noise_exponent=1,
+        mean_under_heavy_tails=True,
+        style={"color": "tab:green", "label": "AdamW"},
+        linearised_second_moment=_linearised_second_moment,
+        sde_linearised_second_moment=_sde_linearised_second_moment,
     ),
     decoupled_decay=True,
     description="AdamW (decoupled weight decay θ); SDEs of the paper, of Malladi et al., and our refined one",

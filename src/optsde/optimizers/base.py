@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+import numpy as np
+from numpy.typing import ArrayLike
 from torch import Tensor
 
 from optsde.errors import OptsdeError
@@ -107,6 +109,13 @@ class State(NamedTuple):
     step: int | Tensor = 0
 
 
+SecondMoment = Callable[[ArrayLike, ArrayLike, "Hyperparameters"], np.ndarray]
+"""``(h, s, hp) ↦ E x_i²`` per coordinate near a minimum (docs/theory.md §5)."""
+
+SDESecondMoment = Callable[[ArrayLike, ArrayLike, "Hyperparameters", str], np.ndarray]
+"""``(h, s, hp, model key) ↦ E X_i²`` of one SDE model near a minimum (docs/theory.md §5)."""
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a family declares about itself beside its equations (docs/theory.md §5, §8).
@@ -116,12 +125,18 @@ class Capabilities:
     Student-t noise with ν ≤ 2 (SGD's does not: it inherits the noise's infinite variance).
     ``style``: how figures draw the optimizer (matplotlib keywords, ``label`` included).
     ``decay_variant``: the family's name with decoupled decay, if this one has none.
+    ``linearised_second_moment``: ``(h, s, hp) ↦ E x_i²`` of the discrete optimizer linearised at
+    the minimum of ``½ Σ h_i x_i²`` with noise scale ``s`` (docs/theory.md §5); None if unknown.
+    ``sde_linearised_second_moment``: ``(h, s, hp, model key) ↦ E X_i²`` of its SDE model, the
+    same linearisation in continuous time; None if unknown.
     """
 
     noise_exponent: int
     mean_under_heavy_tails: bool
     style: Mapping[str, str]
     decay_variant: str | None = None
+    linearised_second_moment: SecondMoment | None = None
+    sde_linearised_second_moment: SDESecondMoment | None = None
 
 
 ScalingRule = Callable[["Hyperparameters", float], "Hyperparameters"]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch import Tensor
 
 from optsde.optimizers.base import Capabilities, Hyperparameters, OptimizerSpec, State
@@ -107,6 +109,23 @@ _RMSPROP_SDES = {
     "malladi": rmsprop_sde("sde-malladi", gradient_in_second_moment=False),
 }
 
+
+def _linearised_second_moment(h: ArrayLike, s: ArrayLike, hp: Hyperparameters) -> np.ndarray:
+    """``E x_i²`` of the discrete RMSprop(W) linearised at a minimum (docs/theory.md §5)."""
+    # Imported on use: optsde.theory.adaptive imports this package's base module.
+    from optsde.theory.adaptive import rmspropw_stationary_second_moment_discrete
+
+    return rmspropw_stationary_second_moment_discrete(h, s, hp)
+
+
+def _sde_linearised_second_moment(h: ArrayLike, s: ArrayLike, hp: Hyperparameters, model: str) -> np.ndarray:
+    """``E X_i²`` of either RMSprop(W) SDE linearised at a minimum: with ``V`` frozen at ``s²`` both
+    are one Ornstein–Uhlenbeck process, whose variance is the paper-style formula (docs/theory.md §5)."""
+    from optsde.theory.adaptive import adaptive_stationary_second_moment
+
+    return adaptive_stationary_second_moment(h, s, hp.lr, hp.eps, hp.weight_decay)
+
+
 RMSPROP_SPEC = OptimizerSpec(
     name="rmsprop",
     discrete=RMSpropW(),
@@ -118,6 +137,8 @@ RMSPROP_SPEC = OptimizerSpec(
         mean_under_heavy_tails=True,
         style={"color": "tab:cyan", "label": "RMSprop"},
         decay_variant="rmspropw",
+        linearised_second_moment=_linearised_second_moment,
+        sde_linearised_second_moment=_sde_linearised_second_moment,
     ),
     description="RMSprop (β = beta2); SDEs of the paper and of Malladi et al.",
 )
@@ -129,7 +150,11 @@ RMSPROPW_SPEC = OptimizerSpec(
     uses=("lr", "beta2", "eps", "weight_decay"),
     scaling_rules=ADAPTIVE_RULES,
     capabilities=Capabilities(
-        noise_exponent=1, mean_under_heavy_tails=True, style={"color": "tab:blue", "label": "RMSpropW"}
+        noise_exponent=1,
+        mean_under_heavy_tails=True,
+        style={"color": "tab:blue", "label": "RMSpropW"},
+        linearised_second_moment=_linearised_second_moment,
+        sde_linearised_second_moment=_sde_linearised_second_moment,
     ),
     decoupled_decay=True,
     description="RMSprop with decoupled weight decay θ; SDEs of the paper and of Malladi et al.",
