@@ -46,7 +46,7 @@ def test_a_diverged_method_is_marked_and_does_not_rescale_the_panel():
     }
     fig = loss_figure(recordings, "test")
     ax = fig.axes[0]
-    low, high = ax.get_ylim()
+    _, high = ax.get_ylim()
     assert high < 10  # set by the method that stayed finite, not by the one that blew up
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
     assert any("diverged at step 45" in label for label in labels)
