@@ -16,6 +16,15 @@ from optsde.analysis.checks import (
     checks_summary,
     checks_table,
 )
+from optsde.analysis.design import (
+    check_run_design,
+    hyperparameters_for,
+    paired_record_steps,
+    quadratic_setting,
+    recommended_laws,
+    run_steps,
+    settling_time,
+)
 from optsde.analysis.estimates import (
     AnalysisError,
     Estimate,
@@ -49,6 +58,7 @@ from optsde.analysis.recordings import (
     pair_fidelity,
     per_path,
     recording_mean,
+    stationary_values,
 )
 
 __all__ = [
@@ -70,6 +80,7 @@ __all__ = [
     "Within",
     "as_estimate",
     "burn_in_mask",
+    "check_run_design",
     "checks_summary",
     "checks_table",
     "fidelity_summary",
@@ -77,6 +88,7 @@ __all__ = [
     "gap_profile",
     "grouped_quantile",
     "hill_tail_index",
+    "hyperparameters_for",
     "independent_ratio",
     "loglog_fit",
     "loglog_slope",
@@ -84,13 +96,19 @@ __all__ = [
     "mean_exists",
     "pair_fidelity",
     "paired_ratio",
+    "paired_record_steps",
     "per_path",
+    "quadratic_setting",
     "quantile",
     "ratio",
+    "recommended_laws",
     "recording_mean",
+    "run_steps",
     "sample_mean",
+    "settling_time",
     "stationarity",
     "stationary_mean",
+    "stationary_values",
     "stationary_window",
     "time_averaged_gap",
     "worst_record",

@@ -134,6 +134,8 @@ ADAM_SPEC = OptimizerSpec(
         mean_under_heavy_tails=True,
         style={"color": "tab:orange", "label": "Adam"},
         decay_variant="adamw",
+        primary_sde="refined",
+        second_moment="bias-corrected",
     ),
     description="Adam; SDEs of the paper, of Malladi et al., and our refined one",
 )
@@ -145,7 +147,11 @@ ADAMW_SPEC = OptimizerSpec(
     uses=("lr", "beta1", "beta2", "eps", "weight_decay"),
     scaling_rules=ADAPTIVE_RULES,
     capabilities=Capabilities(
-        noise_exponent=1, mean_under_heavy_tails=True, style={"color": "tab:green", "label": "AdamW"}
+        noise_exponent=1,
+        mean_under_heavy_tails=True,
+        style={"color": "tab:green", "label": "AdamW"},
+        primary_sde="refined",
+        second_moment="bias-corrected",
     ),
     decoupled_decay=True,
     description="AdamW (decoupled weight decay θ); SDEs of the paper, of Malladi et al., and our refined one",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 from torch import Tensor
 
@@ -116,12 +116,18 @@ class Capabilities:
     Student-t noise with ν ≤ 2 (SGD's does not: it inherits the noise's infinite variance).
     ``style``: how figures draw the optimizer (matplotlib keywords, ``label`` included).
     ``decay_variant``: the family's name with decoupled decay, if this one has none.
+    ``primary_sde``: the key of ``sdes`` an experiment compares the optimizer with by default
+    (the family's most faithful model).
+    ``second_moment``: ``"none"``, ``"bias-corrected"`` (Adam divides ``v`` by ``1 − β₂^k``) or
+    ``"uncorrected"`` (RMSprop's ``v`` starts at 0 and must first grow), docs/theory.md §2.
     """
 
     noise_exponent: int
     mean_under_heavy_tails: bool
     style: Mapping[str, str]
     decay_variant: str | None = None
+    primary_sde: str = "paper"
+    second_moment: Literal["none", "bias-corrected", "uncorrected"] = "none"
 
 
 ScalingRule = Callable[["Hyperparameters", float], "Hyperparameters"]
@@ -175,19 +181,6 @@ class OptimizerSpec:
                 f"{self.name} has no decoupled weight decay; {alternative}set weight_decay=0"
             )
 
-
-class DiscreteOptimizer(Protocol):
-    """A discrete update, docs/theory.md §2."""
-
-    name: str
-
-    def init_state(self, x0: Tensor) -> State: ...
-
-    def step(self, state: State, gradient: Tensor, hp: Hyperparameters, lr: float | Tensor) -> State:
-        """One update with stochastic gradient ``gradient`` and effective rate ``lr = η φ(k)``.
-        ``state.step`` and ``lr`` may be 0-d tensors inside a compiled block."""
-        ...
-
     def sde(self, key: str) -> SDE:
         """The SDE model ``key``, or a one-line error listing this optimizer's models."""
         if key not in self.sdes:
@@ -200,3 +193,16 @@ class DiscreteOptimizer(Protocol):
         (docs/theory.md §5); 0 means bounded."""
         bounded = self.decoupled_decay and hp.weight_decay > 0
         return 0 if bounded else self.capabilities.noise_exponent
+
+
+class DiscreteOptimizer(Protocol):
+    """A discrete update, docs/theory.md §2."""
+
+    name: str
+
+    def init_state(self, x0: Tensor) -> State: ...
+
+    def step(self, state: State, gradient: Tensor, hp: Hyperparameters, lr: float | Tensor) -> State:
+        """One update with stochastic gradient ``gradient`` and effective rate ``lr = η φ(k)``.
+        ``state.step`` and ``lr`` may be 0-d tensors inside a compiled block."""
+        ...

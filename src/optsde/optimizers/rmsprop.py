@@ -118,6 +118,8 @@ RMSPROP_SPEC = OptimizerSpec(
         mean_under_heavy_tails=True,
         style={"color": "tab:cyan", "label": "RMSprop"},
         decay_variant="rmspropw",
+        primary_sde="paper",
+        second_moment="uncorrected",
     ),
     description="RMSprop (β = beta2); SDEs of the paper and of Malladi et al.",
 )
@@ -129,7 +131,11 @@ RMSPROPW_SPEC = OptimizerSpec(
     uses=("lr", "beta2", "eps", "weight_decay"),
     scaling_rules=ADAPTIVE_RULES,
     capabilities=Capabilities(
-        noise_exponent=1, mean_under_heavy_tails=True, style={"color": "tab:blue", "label": "RMSpropW"}
+        noise_exponent=1,
+        mean_under_heavy_tails=True,
+        style={"color": "tab:blue", "label": "RMSpropW"},
+        primary_sde="paper",
+        second_moment="uncorrected",
     ),
     decoupled_decay=True,
     description="RMSprop with decoupled weight decay θ; SDEs of the paper and of Malladi et al.",
