@@ -23,6 +23,7 @@ from optsde.analysis.design import (
     quadratic_setting,
     recommended_laws,
     run_steps,
+    sde_fidelity_check,
     settling_time,
 )
 from optsde.analysis.estimates import (
@@ -105,6 +106,7 @@ __all__ = [
     "recording_mean",
     "run_steps",
     "sample_mean",
+    "sde_fidelity_check",
     "settling_time",
     "stationarity",
     "stationary_mean",

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from optsde.analysis.estimates import AnalysisError
+from optsde.analysis.checks import Check, Within
+from optsde.analysis.estimates import AnalysisError, Estimate
 from optsde.errors import OptsdeError
 from optsde.optimizers import Hyperparameters, OptimizerSpec
 from optsde.theory.predictions import Prediction, Setting, predictions
@@ -56,7 +57,7 @@ def hyperparameters_for(spec: OptimizerSpec, params: Mapping[str, Any]) -> Hyper
 
 
 def settling_time(
-    spec: OptimizerSpec, h: np.ndarray, scale: float, hp: Hyperparameters, x0: np.ndarray
+    spec: OptimizerSpec, h: np.ndarray, scale: float, hp: Hyperparameters, x0: np.ndarray, slope: float = 1.0
 ) -> tuple[float, float]:
     """``(transient, relaxation)`` in SDE time ``t = kη`` on ``½ xᵀ diag(h) x`` with noise scale ``scale``.
 
@@ -65,7 +66,9 @@ def settling_time(
       Ornstein–Uhlenbeck, docs/theory.md §5); the transient is the decay of ``f(x₀)`` to 1%
       of the stationary level ``ηs²/4`` per coordinate.
     - A bounded step (sign, or gradient over ``√v``) crosses to the minimum at about unit speed
-      and then relaxes at rate ``h/s + θ`` (docs/theory.md §5, ``p ≈ s``).  A second moment
+      and then relaxes at rate ``c·h/s + θ`` (docs/theory.md §5, ``p ≈ s``), ``c = slope`` the
+      slope of ``E sign`` at 0 (``√(2/π)`` for Gaussian noise, ``2f_ν(0)`` for Student-t; 1 by
+      default, which the ``settle`` factor of :func:`run_steps` absorbs).  A second moment
       ``v`` must first forget the early gradients ``(h x₀)²`` at rate ρ₂ down to 1% of ``s²``;
       without bias correction it must also grow from 0 as ``(1 − β₂^k)s²``.
     """
@@ -79,7 +82,7 @@ def settling_time(
         floor = 100.0 if spec.capabilities.second_moment == "uncorrected" else 1.0
         gradient = float(h.max()) * reach
         memory = math.log(max(floor, 100.0 * gradient**2 / scale**2)) / hp.rho2
-    return reach + memory, 1.0 / (h_min / scale + hp.weight_decay)
+    return reach + memory, 1.0 / (slope * h_min / scale + hp.weight_decay)
 
 
 def run_steps(
@@ -89,11 +92,12 @@ def run_steps(
     hp: Hyperparameters,
     x0: np.ndarray,
     params: Mapping[str, Any],
+    slope: float = 1.0,
 ) -> int:
     """Steps so that the first half of the run covers the transient and ``params["settle"]``
     relaxation times: the second half (a stationary window with ``burn_in = 0.5``) is then
     stationary.  Clipped to ``[params["min_steps"], params["max_steps"]]``."""
-    transient, relaxation = settling_time(spec, h, scale, hp, x0)
+    transient, relaxation = settling_time(spec, h, scale, hp, x0, slope)
     steps = math.ceil(2.0 * (transient + params["settle"] * relaxation) / hp.lr)
     return int(min(max(steps, params["min_steps"]), params["max_steps"]))
 
@@ -149,3 +153,12 @@ def recommended_laws(
     except OptsdeError:
         return {}
     return {p.quantity: p for p in records if p.recommended and p.value is not None}
+
+
+def sde_fidelity_check(name: str, numbers: Mapping[str, Any], rel: float, description: str) -> Check | None:
+    """An SDE's stationary loss over its optimizer's (``numbers`` of :func:`pair_fidelity`) against 1
+    under ``Within(rel)``; None if one of them diverged."""
+    if "stationary_rel_error" not in numbers:
+        return None
+    ratio = Estimate(1.0 + numbers["stationary_rel_error"], numbers["stationary_rel_error_se"])
+    return Check(name, ratio, 1.0, Within(rel), description)

@@ -14,6 +14,7 @@ mean exists is said by the theory and measured from the tail (:func:`optsde.anal
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -37,15 +38,17 @@ from optsde.analysis import (
     recommended_laws,
     recording_mean,
     run_steps,
+    sde_fidelity_check,
     stationary_values,
 )
 from optsde.experiments.base import Context, ExperimentError, compare, experiment
-from optsde.figures import band_grid, log_histograms, optimizer_style
+from optsde.figures import band_grid, diverged_handle, log_histograms, optimizer_style
 from optsde.noise import StudentTNoise
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
 from optsde.problems.analytic import NoisyProblem, Quadratic
 from optsde.sde import Recording, loss_observable, x_observable
 from optsde.theory.predictions import FORMULA_TOLERANCE
+from optsde.theory.signsgd import sign_slope
 
 NAME = "heavy-tails"
 
@@ -68,8 +71,9 @@ DEFAULTS: dict[str, Any] = {
     "quantiles": [0.1, 0.5, 0.9],
     "groups": 16,
 }
-"""``scale`` is ``s`` in ``Z = s·T_ν``; ``groups``: the paths are split into this many
-independent groups to give the quantiles a standard error (batch means over paths)."""
+"""``scale`` is ``s`` in ``Z = s·T_ν``; ``settle``: relaxation times per half run (a bounded step
+relaxes at rate ``2f_ν(0)·h/s``, 0.64 h/s under Cauchy noise); ``groups``: the paths are split into
+this many groups to give the quantiles a standard error."""
 
 QUICK: dict[str, Any] = {"paths": 256}
 
@@ -107,11 +111,7 @@ def method_stats(
         "max_path_mean": float(window.mean(axis=0).max()),
         "quantiles": {f"{q:g}": e.value for q, e in zip(levels, quant, strict=False)},
         "quantiles_se": {f"{q:g}": e.se for q, e in zip(levels, quant, strict=False)},
-        "mean_exists": {
-            "exists": tail.exists,
-            "tail_index": tail.tail_index.to_dict(),
-            "reason": tail.reason,
-        },
+        "mean_exists": asdict(tail),
     }
 
 
@@ -121,7 +121,7 @@ def nu_point(
     """One optimizer and its SDEs at one ν: series rows, the summary's numbers and the checks."""
     params = ctx.params
     problem = NoisyProblem(Quadratic(ctx.tensor(h)), StudentTNoise(h.size, nu=nu, scale=params["scale"]))
-    steps = run_steps(spec, h, params["scale"], hp, x0, params)
+    steps = run_steps(spec, h, params["scale"], hp, x0, params, slope=sign_slope("student-t", nu))
     label, at = f"{spec.name}-nu{nu:g}", f"ν={nu:g}"
     comparison = compare(
         ctx,
@@ -159,40 +159,32 @@ def nu_point(
     if mean_finite and "stationary_loss" in laws and laws["stationary_loss"].valid:
         law = laws["stationary_loss"]
         entry["closed_form_mean"] = law.value
-        checks.append(
-            Check(f"E f at {at}", loss, law.value, Within(FORMULA_TOLERANCE), f"mean against {law.formula}")
-        )
+        text = f"mean against {law.formula}"
+        checks.append(Check(f"E f at {at}", loss, law.value, Within(FORMULA_TOLERANCE), text))
     if "median_second_moment" in laws:  # the exact Cauchy law: median |x_i| = ηs/(1 − |1 − ηh_i|)
         window = np.abs(stationary_values(optimizer, "x", params["burn_in"]))
         for i, target in enumerate(np.sqrt(laws["median_second_moment"].per_coordinate)):
             median = grouped_quantile(window[..., i], 0.5, min(params["groups"], window.shape[1]))
-            checks.append(
-                Check(
-                    f"median |x_{i + 1}| at {at}",
-                    median,
-                    float(target),
-                    Matches(),
-                    "against the exact Cauchy law's scale ηs/(1 − |1 − ηh|)",
-                )
-            )
+            text = "against the exact Cauchy law's scale ηs/(1 − |1 − ηh|)"
+            checks.append(Check(f"median |x_{i + 1}| at {at}", median, float(target), Matches(), text))
     if "median_loss" in laws:
-        median = Estimate(stats["median"], stats["median_se"])
-        checks.append(
-            Check(
-                f"median f at {at}", median, laws["median_loss"].value, Matches(), laws["median_loss"].formula
-            )
-        )
-    primary = f"sde-{spec.capabilities.primary_sde}"
-    fid = entry["fidelity"].get(primary, {})
-    if "stationary_rel_error" in fid:
-        ratio = Estimate(1.0 + fid["stationary_rel_error"], fid["stationary_rel_error_se"])
-        checks.append(
-            Check(f"{primary} at {at}", ratio, 1.0, Within(FORMULA_TOLERANCE), "SDE / optimizer mean loss")
-        )
+        median, law = Estimate(stats["median"], stats["median_se"]), laws["median_loss"]
+        checks.append(Check(f"median f at {at}", median, law.value, Matches(), law.formula))
+    # The SDE is held to the optimizer where the theory claims a stationary law under this noise (an
+    # adaptive method's v fluctuates under ν ≤ 4 noise, which its SDE's Gaussian noise does not).
+    primary, valid = (
+        f"sde-{spec.capabilities.primary_sde}",
+        "stationary_loss" in laws and laws["stationary_loss"].valid,
+    )
+    fid = entry["fidelity"].get(primary, {}) if valid else {}
+    sde = sde_fidelity_check(f"{primary} at {at}", fid, FORMULA_TOLERANCE, "SDE / optimizer mean loss")
+    checks += [sde] if sde else []
     return entry, comparison.recordings, checks
 
 
-def loss_vs_nu_figure(blocks: dict[str, dict[str, Any]], nus: list[float]) -> Figure:
+def loss_vs_nu_figure(
+    blocks: dict[str, dict[str, Any]], nus: list[float], quantile_levels: list[float]
+) -> Figure:
     """Median (filled; bars: the outer quantiles) and mean (hollow, where it exists) against ν."""
     fig, ax = plt.subplots(figsize=(6.8, 4.4))
     for i, (name, block) in enumerate(blocks.items()):
@@ -214,13 +206,12 @@ def loss_vs_nu_figure(blocks: dict[str, dict[str, Any]], nus: list[float]) -> Fi
                     "no mean", (x, q[-1]), xytext=(2, 4), textcoords="offset points", fontsize=7, color=color
                 )
     handles, _ = ax.get_legend_handles_labels()
-    quantiles = ", ".join(
-        blocks[next(iter(blocks))]["points"][0]["methods"].get("optimizer", {}).get("quantiles", {})
+    levels = sorted(quantile_levels)
+    handles.append(
+        Line2D([], [], color="gray", lw=1.2, label=f"bars: pooled quantiles {levels[0]:g} – {levels[-1]:g}")
     )
-    handles += [
-        Line2D([], [], color="gray", lw=1.2, label=f"pooled quantiles {quantiles}"),
-        Line2D([], [], marker="X", ls="none", color="gray", label="diverged"),
-    ]
+    if any("optimizer" not in p["methods"] for b in blocks.values() for p in b["points"]):
+        handles.append(diverged_handle())
     ax.set_yscale("log")
     ax.set_xticks(range(len(nus)), [f"ν = {nu:g}" for nu in nus])
     ax.set_ylabel("stationary f")
@@ -275,7 +266,7 @@ def run(ctx: Context) -> None:
             result.summary["divergences"] += [f"{name} at ν={nu:g}: {line}" for line in entry["divergences"]]
             result.add_checks(name, checks)
         add_nu_series(ctx, name, blocks[name]["points"])
-    result.figures["loss_vs_nu"] = loss_vs_nu_figure(blocks, nus)
+    result.figures["loss_vs_nu"] = loss_vs_nu_figure(blocks, nus, params["quantiles"])
     samples = {f"ν = {nu:g}": {} for nu in nus}
     for (name, nu), recordings in curves.items():
         if recordings["optimizer"].divergence is None and len(recordings["optimizer"].steps) > 1:
@@ -327,7 +318,7 @@ def write_report(ctx: Context, blocks: dict[str, dict[str, Any]], h: np.ndarray)
                 )
             elif not s["se_reliable"]:
                 say(
-                say(f"  - ν = {nu:g}: the mean {mean} exists; f has no variance (E x⁴ = ∞), so its SE is low.")
+                    f"  - ν = {nu:g}: the mean {mean} exists; f has no variance (E x⁴ = ∞), so its SE is low."
                 )
     if ctx.result.summary["divergences"]:
         say("")
