@@ -35,10 +35,12 @@ from optsde.analysis import (
     max_gap,
     mean_exists,
     paired_ratio,
+    paired_record_steps,
     quantile,
     ratio,
     restrict,
     sample_mean,
+    sde_fidelity_check,
     stationarity,
     stationary_mean,
     stationary_window,
@@ -384,3 +386,27 @@ def test_check_reporting() -> None:
         1,
     )
     assert summary["z"] == POLICY.z == 3.0 and len(summary["checks"]) == 3
+
+
+@pytest.mark.parametrize("burn_in", [0.3, 0.5, 0.75])
+def test_paired_records_average_a_period_two_orbit_exactly(burn_in: float) -> None:
+    """A loss alternating 0, 1, 0, 1 … on every path (a lattice orbit of SignSGD, docs/theory.md §8)
+    has time average 1/2; over paired records the stationary window holds whole pairs, so the
+    estimate is exactly 1/2 whatever the run length (the SE over paths, 0 here, could not show an error)."""
+    for steps in range(151, 2000, 37):
+        recorded = np.array(paired_record_steps(steps, 100, burn_in))
+        assert recorded[0] == 0 and recorded[-1] == steps and (np.diff(recorded) > 0).all()
+        values = np.repeat((recorded % 2).astype(float)[:, None], 2, axis=1)
+        assert stationary_mean(values, recorded, burn_in).value == 0.5, steps
+    with pytest.raises(AnalysisError):
+        paired_record_steps(100, 2)
+
+
+def test_sde_fidelity_check_reads_the_pair_fidelity_numbers() -> None:
+    assert sde_fidelity_check("sde", {"diverged": "sde-paper", "diverged_step": 3}, 0.05, "") is None
+    near = sde_fidelity_check(
+        "sde", {"stationary_rel_error": 0.02, "stationary_rel_error_se": 0.01}, 0.05, ""
+    )
+    far = sde_fidelity_check("sde", {"stationary_rel_error": 0.2, "stationary_rel_error_se": 0.01}, 0.05, "")
+    assert near is not None and near.value == Estimate(1.02, 0.01) and near.verdict == "pass"
+    assert far is not None and far.verdict == "fail"

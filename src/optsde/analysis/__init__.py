@@ -16,6 +16,16 @@ from optsde.analysis.checks import (
     checks_summary,
     checks_table,
 )
+from optsde.analysis.design import (
+    check_run_design,
+    hyperparameters_for,
+    paired_record_steps,
+    quadratic_setting,
+    recommended_laws,
+    run_steps,
+    sde_fidelity_check,
+    settling_time,
+)
 from optsde.analysis.estimates import (
     AnalysisError,
     Estimate,
@@ -51,6 +61,7 @@ from optsde.analysis.recordings import (
     per_path,
     recording_mean,
     restrict,
+    stationary_values,
 )
 
 __all__ = [
@@ -72,6 +83,7 @@ __all__ = [
     "Within",
     "as_estimate",
     "burn_in_mask",
+    "check_run_design",
     "checks_summary",
     "checks_table",
     "fidelity_summary",
@@ -79,6 +91,7 @@ __all__ = [
     "gap_profile",
     "grouped_quantile",
     "hill_tail_index",
+    "hyperparameters_for",
     "independent_ratio",
     "loglog_fit",
     "loglog_slope",
@@ -86,14 +99,21 @@ __all__ = [
     "mean_exists",
     "pair_fidelity",
     "paired_ratio",
+    "paired_record_steps",
     "per_path",
+    "quadratic_setting",
     "quantile",
     "ratio",
+    "recommended_laws",
     "recording_mean",
     "restrict",
+    "run_steps",
     "sample_mean",
+    "sde_fidelity_check",
+    "settling_time",
     "stationarity",
     "stationary_mean",
+    "stationary_values",
     "stationary_window",
     "time_averaged_gap",
     "worst_excess",

@@ -47,6 +47,12 @@ def per_path(rec: Recording, metric: str) -> np.ndarray:
     return values.reshape(values.shape[0], values.shape[1], -1).sum(axis=2)
 
 
+def stationary_values(rec: Recording, metric: str = "loss", burn_in: float = 0.5) -> np.ndarray:
+    """``(T_window, P, …)`` values of ``metric`` in the stationary window: samples of the stationary
+    law, independent across paths, correlated in time (see :func:`grouped_quantile`)."""
+    return rec.values[metric][burn_in_mask(rec, burn_in)]
+
+
 def recording_mean(rec: Recording, metric: str = "loss", burn_in: float = 0.5) -> Estimate:
     """:func:`~optsde.analysis.estimates.stationary_mean` of ``metric`` (summed over coordinates)."""
     return stationary_mean(per_path(rec, metric), rec.steps, burn_in)

@@ -154,6 +154,8 @@ ADAM_SPEC = OptimizerSpec(
         decay_variant="adamw",
         linearised_second_moment=_linearised_second_moment,
         sde_linearised_second_moment=_sde_linearised_second_moment,
+        primary_sde="refined",
+        second_moment="bias-corrected",
     ),
     description="Adam; SDEs of the paper, of Malladi et al., and our refined one",
 )
@@ -170,6 +172,8 @@ ADAMW_SPEC = OptimizerSpec(
         style={"color": "tab:green", "label": "AdamW"},
         linearised_second_moment=_linearised_second_moment,
         sde_linearised_second_moment=_sde_linearised_second_moment,
+        primary_sde="refined",
+        second_moment="bias-corrected",
     ),
     decoupled_decay=True,
     description="AdamW (decoupled weight decay θ); SDEs of the paper, of Malladi et al., and our refined one",

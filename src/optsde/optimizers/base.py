@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -129,6 +129,10 @@ class Capabilities:
     the minimum of ``½ Σ h_i x_i²`` with noise scale ``s`` (docs/theory.md §5); None if unknown.
     ``sde_linearised_second_moment``: ``(h, s, hp, model key) ↦ E X_i²`` of its SDE model, the
     same linearisation in continuous time; None if unknown.
+    ``primary_sde``: the key of ``sdes`` an experiment compares the optimizer with by default
+    (the family's most faithful model).
+    ``second_moment``: ``"none"``, ``"bias-corrected"`` (Adam divides ``v`` by ``1 − β₂^k``) or
+    ``"uncorrected"`` (RMSprop's ``v`` starts at 0 and must first grow), docs/theory.md §2.
     """
 
     noise_exponent: int
@@ -137,6 +141,8 @@ class Capabilities:
     decay_variant: str | None = None
     linearised_second_moment: SecondMoment | None = None
     sde_linearised_second_moment: SDESecondMoment | None = None
+    primary_sde: str = "paper"
+    second_moment: Literal["none", "bias-corrected", "uncorrected"] = "none"
 
 
 ScalingRule = Callable[["Hyperparameters", float], "Hyperparameters"]

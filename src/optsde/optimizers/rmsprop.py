@@ -139,6 +139,8 @@ RMSPROP_SPEC = OptimizerSpec(
         decay_variant="rmspropw",
         linearised_second_moment=_linearised_second_moment,
         sde_linearised_second_moment=_sde_linearised_second_moment,
+        primary_sde="paper",
+        second_moment="uncorrected",
     ),
     description="RMSprop (β = beta2); SDEs of the paper and of Malladi et al.",
 )
@@ -155,6 +157,8 @@ RMSPROPW_SPEC = OptimizerSpec(
         style={"color": "tab:blue", "label": "RMSpropW"},
         linearised_second_moment=_linearised_second_moment,
         sde_linearised_second_moment=_sde_linearised_second_moment,
+        primary_sde="paper",
+        second_moment="uncorrected",
     ),
     decoupled_decay=True,
     description="RMSprop with decoupled weight decay θ; SDEs of the paper and of Malladi et al.",

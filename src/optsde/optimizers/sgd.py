@@ -50,7 +50,11 @@ SGD_SPEC = OptimizerSpec(
     uses=("lr",),
     scaling_rules={"linear": linear_rule},
     capabilities=Capabilities(
-        noise_exponent=2, mean_under_heavy_tails=False, style={"color": "black", "label": "SGD"}
+        noise_exponent=2,
+        mean_under_heavy_tails=False,
+        style={"color": "black", "label": "SGD"},
+        primary_sde="paper",
+        second_moment="none",
     ),
     description="plain SGD; SDE of Li et al.",
 )

@@ -164,7 +164,11 @@ SIGNSGD_SPEC = OptimizerSpec(
     uses=("lr",),
     scaling_rules={"square-root": square_root_rule},
     capabilities=Capabilities(
-        noise_exponent=1, mean_under_heavy_tails=True, style={"color": "tab:red", "label": "SignSGD"}
+        noise_exponent=1,
+        mean_under_heavy_tails=True,
+        style={"color": "tab:red", "label": "SignSGD"},
+        primary_sde="paper",
+        second_moment="none",
     ),
     description="SignSGD; SDE of the paper (Thm 3.2) and its phase approximations (Lemma 3.4)",
 )
