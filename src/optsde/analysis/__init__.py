@@ -44,7 +44,9 @@ from optsde.analysis.estimates import (
 )
 from optsde.analysis.policy import POLICY, TolerancePolicy
 from optsde.analysis.recordings import (
+    DEPARTURE_GAP,
     burn_in_mask,
+    departure_step,
     fidelity_summary,
     pair_fidelity,
     per_path,
@@ -52,6 +54,7 @@ from optsde.analysis.recordings import (
 )
 
 __all__ = [
+    "DEPARTURE_GAP",
     "POLICY",
     "VERDICTS",
     "AnalysisError",
@@ -72,6 +75,7 @@ __all__ = [
     "burn_in_mask",
     "checks_summary",
     "checks_table",
+    "departure_step",
     "fidelity_summary",
     "format_estimate",
     "gap_profile",
