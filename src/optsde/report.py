@@ -251,8 +251,8 @@ def fidelity_table(summary: dict[str, dict[str, Any]]) -> list[str]:
             continue
         if numbers.get("departure_step") is not None:
             lines.append(
-                f"| {method} | not tracked: E f left the optimizer's range (off by more than "
-                f"{DEPARTURE_GAP:.0%}) at step {numbers['departure_step']} | | |"
+                f"| {method} | not tracked: E f left the optimizer's range (off by more than a factor "
+                f"{1 + DEPARTURE_GAP:g}) at step {numbers['departure_step']} | | |"
             )
             continue
         lines.append(

@@ -44,25 +44,21 @@ def evaluation_steps(total_steps: int, points: int) -> list[int]:
     return sorted({round(k * total_steps / points) for k in range(points + 1)})
 
 
-def initial_weights(ctx: Context, oracle: CharLMOracle, seeds: int) -> torch.Tensor:
-    """``(seeds, d)``: seed ``s``'s TinyGPT initialisation, shared by every variant."""
-    rows = []
-    for seed in range(seeds):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(zlib.crc32(f"{ctx.seed}/lm-init/{seed}".encode()))
-            model = TinyGPT(oracle.model.context, *_shape(ctx))
-        rows.append(oracle.flatten(model))
-    return torch.stack(rows).to(ctx.device)
-
-
-def _shape(ctx: Context) -> tuple[int, int, int]:
-    return ctx.params["width"], ctx.params["layers"], ctx.params["heads"]
-
-
 def finals(rec: Recording) -> np.ndarray:
     """Each seed's final held-out loss (nan for all when the run diverged)."""
     values = rec.values["eval_loss"]
     return np.full(rec.paths, math.nan) if rec.divergence is not None else values[-1]
+
+
+def spread(values: np.ndarray) -> dict[str, float | int]:
+    """Mean, standard deviation (ddof 1) and count of the finite values (nan where too few)."""
+    finite = values[np.isfinite(values)]
+    mean = float(finite.mean()) if finite.size else math.nan
+    return {
+        "final_mean": mean,
+        "final_std": float(finite.std(ddof=1)) if finite.size > 1 else math.nan,
+        "n": finite.size,
+    }
 
 
 def paired(rec: Recording, base: Recording, whole_curve: bool) -> Estimate | None:
@@ -196,10 +192,13 @@ def run(ctx: Context) -> None:
         configs += [(variant, delta) for variant in SCALING_VARIANTS]
     corpus = stdlib_corpus(p["train_chars"], p["eval_chars"])
     corpus = replace(corpus, train=corpus.train.to(ctx.device), eval=corpus.eval.to(ctx.device))
-    template = TinyGPT(p["context"], *_shape(ctx)).to(ctx.device)
+    template = TinyGPT(p["context"], p["width"], p["layers"], p["heads"]).to(ctx.device)
     eval_windows = evenly_spaced_windows(corpus.eval, p["eval_windows"], p["context"])
     base_oracle = CharLMOracle(template, corpus.train, eval_windows, p["batch"])
-    x0 = initial_weights(ctx, base_oracle, p["seeds"])
+    # Seed s fixes the initial weights, shared by every variant: differences are paired by seed.
+    x0 = torch.stack(
+        [base_oracle.x0(zlib.crc32(f"{ctx.seed}/lm-init/{s}".encode())) for s in range(p["seeds"])]
+    )
     runner = DiscreteRunner(SelectiveDecay(spec.discrete, base_oracle.decay_mask().to(ctx.device)))
 
     runs: dict[Config, Recording] = {}
@@ -239,14 +238,8 @@ def report(
     for (variant, delta), rec in runs.items():
         batch = round(p["batch"] * delta)
         for unit, x in (("samples", rec.steps * batch), ("steps", rec.steps)):
-            result.add_series(
-                f"{variant}/delta={delta:g}/{unit}",
-                "adamw",
-                x,
-                "eval_loss",
-                rec.mean("eval_loss"),
-                rec.stderr("eval_loss"),
-            )
+            mean, se = rec.mean("eval_loss"), rec.stderr("eval_loss")
+            result.add_series(f"{variant}/delta={delta:g}/{unit}", "adamw", x, "eval_loss", mean, se)
     result.figures["lm-loss"] = loss_figure(runs, p["batch"], deltas)
     result.figures["lm-final"] = final_figure(runs, deltas)
 
@@ -263,11 +256,9 @@ def report(
         "the initial weights, shared by all variants, so differences from the base are paired by seed."
     )
     result.say("")
-    base_final = finals(base)
-    result.say(
-        f"Base final held-out loss: {np.nanmean(base_final):.4f} ± {np.nanstd(base_final, ddof=1):.4f} "
-        f"(mean ± std, n = {len(base_final)})."
-    )
+    base_final = spread(finals(base))
+    result.say(f"Base final held-out loss: {base_final['final_mean']:.4f} ± {base_final['final_std']:.4f} "
+               f"(mean ± std, n = {base_final['n']}).")  # fmt: skip
     result.say(
         "Paired differences are per seed, mean ± SE over seeds; *indistinguishable* / *higher* / *lower*: "
         "the check of the difference against 0 (docs/analysis.md's policy, 3 SE; with few seeds the SE "
@@ -280,13 +271,7 @@ def report(
         "| loss-vs-samples gap to base (± SE) |"
     )
     result.say("|---|---|---|---|---|---|")
-    summary: dict[str, Any] = {
-        "base": {
-            "final_mean": float(np.nanmean(base_final)),
-            "final_std": float(np.nanstd(base_final, ddof=1)),
-            "n": len(base_final),
-        }
-    }
+    summary: dict[str, Any] = {"base": base_final}
     preserved: dict[str, list[str]] = {variant: [] for variant in SCALING_VARIANTS}
     for delta in deltas:
         checks = []
@@ -296,22 +281,18 @@ def report(
             final = difference_check(f"{variant}: final − base", paired(rec, base, whole_curve=False))
             curve = difference_check(f"{variant}: curve gap", paired(rec, base, whole_curve=True))
             checks += [final, curve]
-            n = int(np.isfinite(values).sum())
-            mean, std = (
-                (float(np.nanmean(values)), float(np.nanstd(values, ddof=1))) if n > 1 else (math.nan,) * 2
-            )
+            stats = spread(values)
             result.say(
                 f"| {delta:g} | {variant} | {hp.lr:.3g}, {hp.beta1:.4g}, {hp.beta2:.4g}, "
-                f"{hp.weight_decay:.3g}, {hp.eps:.3g} | {mean:.4f} ± {std:.4f} (n = {n}) "
+                f"{hp.weight_decay:.3g}, {hp.eps:.3g} | {stats['final_mean']:.4f} ± {stats['final_std']:.4f} "
+                f"(n = {stats['n']}) "
                 f"| {describe(final)} | {describe(curve)} |"
             )
             preserved[variant].append(f"δ = {delta:g}: final {describe(final)}, curve {describe(curve)}")
             summary[f"{variant}/delta={delta:g}"] = {
                 "hyperparameters": vars(hp),
                 "batch": round(p["batch"] * delta),
-                "final_mean": mean,
-                "final_std": std,
-                "n": n,
+                **stats,
                 "final_minus_base": final.value.value,
                 "final_minus_base_se": final.value.se,
                 "curve_gap": curve.value.value,

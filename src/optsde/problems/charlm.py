@@ -237,6 +237,14 @@ class CharLMOracle:
         pieces = flat.split(self._sizes)
         return {n: p.view(s) for n, p, s in zip(self._names, pieces, self._shapes, strict=True)}
 
+    def x0(self, seed: int) -> Tensor:
+        """A fresh initialisation (GPT-2's) of the model's shape drawn with ``seed``, flat ``(d,)``."""
+        m = self.model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = TinyGPT(m.context, m.token.embedding_dim, len(m.blocks), m.blocks[0].attn.heads)
+        return self.flatten(fresh).to(self.train.device)
+
     def flatten(self, model: TinyGPT) -> Tensor:
         """``model``'s parameters as one flat vector ``(d,)``, in this oracle's order."""
         return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
