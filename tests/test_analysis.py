@@ -26,6 +26,7 @@ from optsde.analysis import (
     Within,
     checks_summary,
     checks_table,
+    departure_step,
     fidelity_summary,
     grouped_quantile,
     hill_tail_index,
@@ -286,12 +287,25 @@ def test_fidelity_summary_keys_and_numbers() -> None:
         "stationary_sde_se",
         "stationary_rel_error",
         "stationary_rel_error_se",
+        "departure_step",
     }
+    assert numbers["departure_step"] is None  # 1.2× the optimizer: off, but within its range
     window = np.arange(30) * 5 >= 0.5 * 145
     expected = sde[window].mean() / opt[window].mean() - 1
     assert numbers["stationary_rel_error"] == pytest.approx(expected)
     assert abs(numbers["stationary_rel_error"] - 0.2) <= Z_BINOMIAL * numbers["stationary_rel_error_se"]
     assert numbers["stationary_optimizer"] == pytest.approx(opt[window].mean())
+
+
+def test_departure_step_is_the_first_record_beyond_twice_the_optimizer() -> None:
+    opt = np.ones((30, 4))
+    factor = np.where(np.arange(30) >= 12, 3.0, 1.5)[:, None]  # 1.5× until record 12, then 3×
+    optimizer, model = _recording("optimizer", opt), _recording("sde", opt * factor)
+    assert departure_step(optimizer, model) == int(optimizer.steps[12])
+    assert departure_step(optimizer, model, threshold=2.5) is None
+    assert departure_step(optimizer, _recording("sde", opt * np.where(factor > 2, np.nan, 1.0))) == int(
+        optimizer.steps[12]
+    )  # a nan mean counts as beyond
 
 
 # ---------------------------------------------------------------- checks
