@@ -16,13 +16,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import Z_TOL
 from optsde.analysis import fidelity_summary
 from optsde.errors import OptsdeError
 from optsde.experiments.base import Context, ExperimentError, get_experiment
 from optsde.figures import panels_figure
-from optsde.network_panels import tracking_checks
+from optsde.network_panels import tracking_checks, warm_starts
+from optsde.optimizers import get_optimizer
+from optsde.problems.network import network_problem
 from optsde.report import SERIES_COLUMNS, fidelity_table, write_result
 from optsde.sde import Recording
 
@@ -189,3 +192,17 @@ def test_missing_vision_data_is_one_clear_line(monkeypatch):
     with pytest.raises(OptsdeError) as info:
         exp.run(ctx)
     assert "\n" not in str(info.value) and "optsde[vision]" in str(info.value)
+
+
+def test_warm_start_begins_at_the_second_moment_of_the_gradient_and_only_where_there_is_v():
+    """V₀ = ∇f(x₀)² + diag Σ(x₀) with the exact diag C, whatever variance mode the panel uses."""
+    problem = network_problem("mlp", "breast-cancer", train_size=40, batch_size=8, variance="projection")
+    x0 = problem.x0(0, dtype=torch.float64)
+    rmsprop, signsgd = get_optimizer("rmspropw"), get_optimizer("signsgd")
+    (warm,) = warm_starts(problem, rmsprop, ("paper",), x0, substeps=1)
+    exact = network_problem("mlp", "breast-cancer", train_size=40, batch_size=8)
+    expected = exact.grad(x0[None]) ** 2 + exact.noise_variance(x0[None])
+    state = warm.init_state(x0.expand(3, -1))
+    assert warm.name == "sde-paper-warm" and torch.allclose(state.v, expected.expand(3, -1))
+    assert torch.equal(state.x, x0.expand(3, -1))
+    assert warm_starts(problem, signsgd, ("gaussian",), x0, substeps=1) == []

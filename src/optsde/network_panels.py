@@ -14,7 +14,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
+
+from torch import Tensor
 
 from optsde.analysis import AtMost, Check, Estimate
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare
@@ -29,7 +32,7 @@ from optsde.problems.network import (
     network_problem,
 )
 from optsde.report import fidelity_table
-from optsde.sde import loss_observable, record_steps
+from optsde.sde import Runner, SDERunner, loss_observable, record_steps
 from optsde.theory.predictions import regime_statement
 
 TABLE_DATASET = "breast-cancer"
@@ -144,6 +147,44 @@ def hyperparameters(params: Mapping[str, Any], spec: OptimizerSpec) -> Hyperpara
     return hp
 
 
+@dataclass(frozen=True)
+class WarmStart:
+    """An SDE runner whose second moment starts at ``V₀ = v0`` instead of 0 (method name
+    ``<model>-warm``): the V start as an option, docs/networks.md.  ``v0 = E g²(x₀)`` is the
+    stationary value of ``dV = ρ₂((∇f)² + diag Σ − V) dt`` at fixed ``x₀``."""
+
+    runner: SDERunner
+    v0: Tensor
+
+    @property
+    def name(self) -> str:
+        return f"{self.runner.name}-warm"
+
+    @property
+    def substeps(self) -> int:
+        return self.runner.substeps
+
+    @property
+    def compilable(self) -> bool:
+        return self.runner.compilable
+
+    def init_state(self, x0: Tensor) -> Any:
+        return self.runner.init_state(x0)._replace(v=self.v0.expand_as(x0).clone())
+
+    def advance(self, *args: Any) -> Any:
+        return self.runner.advance(*args)
+
+
+def warm_starts(
+    problem: NetworkProblem, spec: OptimizerSpec, keys: Sequence[str], x0: Tensor, substeps: int
+) -> list[Runner]:
+    """:class:`WarmStart` of each model in ``keys`` that has a second moment, from
+    ``V₀ = ∇f(x₀)² + diag Σ(x₀)`` with the exact per-example ``diag C`` (once, at ``x₀``)."""
+    exact = replace(problem, variance="per-example")
+    v0 = (exact.grad(x0[None]) ** 2 + exact.noise_variance(x0[None]))[0]
+    return [WarmStart(SDERunner(spec.sdes[k], substeps), v0) for k in keys if "v" in spec.sdes[k].order]
+
+
 def run_panel(
     ctx: Context,
     arch: str,
@@ -152,9 +193,11 @@ def run_panel(
     hp: Hyperparameters,
     models: Sequence[str],
     label: str,
+    warm: bool = False,
 ) -> tuple[dict[str, Any], Comparison]:
     """The optimizer and its SDEs on one network from one initialisation: numbers, recordings
-    (as series) and the data set in config.json's ``panels``."""
+    (as series) and the data set in config.json's ``panels``.  ``warm``: each SDE with a second
+    moment also runs from a warm ``V₀`` (:func:`warm_starts`)."""
     params = ctx.params
     x0 = problem.x0(ctx.seed, dtype=ctx.dtype).to(ctx.device)
     started = time.perf_counter()
@@ -168,6 +211,7 @@ def run_panel(
         steps=params["steps"],
         paths=params["paths"],
         models=models,
+        extra_models=warm_starts(problem, spec, models, x0, params["substeps"]) if warm else (),
         substeps=params["substeps"],
         record_at=record_steps(params["steps"], params["records"]),
         observables={"loss": loss_observable},

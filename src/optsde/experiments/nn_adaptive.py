@@ -50,9 +50,12 @@ DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.1,
     "steps": 500,
     "paths": 8,
+    "warm_start": False,
 }
 """``sdes``: the paper's, the prior (Malladi et al.) and the refined SDE; each optimizer runs
-those it has (RMSpropW has no refined SDE)."""
+those it has (RMSpropW has no refined SDE).  ``warm_start``: each SDE also runs from
+``V₀ = E g²(x₀)`` instead of 0 (``<model>-warm``; Adam(W)'s SDEs keep their ι₂ bias correction,
+so for them a warm start is expected to overcorrect early)."""
 
 QUICK: dict[str, Any] = {"models": ["mlp"], "records": 40}
 
@@ -86,7 +89,9 @@ def run(ctx: Context) -> None:
         for arch, problem in problems.items():
             data = dataset_of(arch, params)
             label = f"{name} on {arch} ({data})"
-            entry, comparison = run_panel(ctx, arch, problem, spec, hps[name], keys[name], label)
+            entry, comparison = run_panel(
+                ctx, arch, problem, spec, hps[name], keys[name], label, warm=params["warm_start"]
+            )
             entries[label], panels[label], judged[label] = entry, comparison.recordings, spec.sdes[judge].name
             titles[label] = f"{name}, {arch} on {data} (paper: {PAPER_DATASETS[arch]})"
             result.summary["divergences"] += [f"{label}: {line}" for line in comparison.divergences()]
