@@ -21,6 +21,7 @@ from torch import Tensor
 
 from optsde.analysis import AtMost, Check, Estimate
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare
+from optsde.figures import departures
 from optsde.optimizers import Hyperparameters, OptimizerSpec
 from optsde.problems.datasets import DATASETS
 from optsde.problems.models import ARCHITECTURES
@@ -32,7 +33,7 @@ from optsde.problems.network import (
     network_problem,
 )
 from optsde.report import fidelity_table
-from optsde.sde import Runner, SDERunner, loss_observable, record_steps
+from optsde.sde import Recording, Runner, SDERunner, loss_observable, record_steps
 from optsde.theory.predictions import regime_statement
 
 TABLE_DATASET = "breast-cancer"
@@ -219,6 +220,7 @@ def run_panel(
         burn_in=params["burn_in"],
         kappa=kappa_profile["max"],
     )
+    mark_departures(comparison.fidelity, comparison.recordings)
     entry: dict[str, Any] = {
         "model": arch,
         "optimizer": spec.name,
@@ -233,6 +235,13 @@ def run_panel(
         ctx.result.add_recording(label, rec, ("loss",))
     ctx.result.config.setdefault("panels", {})[label] = {"model": arch, "dataset": problem.data.name}
     return entry, comparison
+
+
+def mark_departures(fidelity: dict[str, dict[str, Any]], recordings: Mapping[str, Recording]) -> None:
+    """Add ``departure_step`` to the fidelity numbers of each model that left the optimizer's range
+    (:func:`optsde.figures.departures`), so that tables and checks name it by its step."""
+    for method, step in departures(recordings).items():
+        fidelity[method]["departure_step"] = step
 
 
 def tracking_checks(fidelity: Mapping[str, Mapping[str, Any]], target: float) -> list[Check]:

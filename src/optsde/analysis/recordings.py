@@ -69,8 +69,7 @@ def departure_step(
 def pair_fidelity(
     optimizer: Recording, sde: Recording, metric: str = "loss", burn_in: float = 0.5
 ) -> dict[str, float | int | str | None]:
-    """The fidelity numbers of one (optimizer, SDE) pair; keys end in ``_se`` for errors.
-    ``departure_step`` (:func:`departure_step`) is set where the model left the optimizer's range."""
+    """The fidelity numbers of one (optimizer, SDE) pair; keys end in ``_se`` for errors."""
     diverged = [rec for rec in (optimizer, sde) if rec.divergence is not None]
     if diverged:
         return {
@@ -96,7 +95,6 @@ def pair_fidelity(
         "stationary_sde_se": sde_stat.se,
         "stationary_rel_error": error.value,
         "stationary_rel_error_se": error.se,
-        "departure_step": departure_step(optimizer, sde, metric),
     }
 
 
