@@ -26,6 +26,7 @@ from optsde.analysis import (
     Within,
     checks_summary,
     checks_table,
+    departure_step,
     fidelity_summary,
     grouped_quantile,
     hill_tail_index,
@@ -326,6 +327,18 @@ def test_restrict_keeps_the_selected_records() -> None:
     assert part.steps.tolist() == [10, 15, 20, 25] and part.method == "optimizer" and part.lr == rec.lr
     np.testing.assert_array_equal(part.values["loss"], rec.values["loss"][2:])
     assert part.snapshots.shape[0] == 4
+
+
+def test_departure_step_is_the_first_record_beyond_twice_the_optimizer() -> None:
+    opt = np.ones((30, 4))
+    factor = np.where(np.arange(30) >= 12, 3.0, 1.5)[:, None]  # 1.5× until record 12, then 3×
+    optimizer, model = _recording("optimizer", opt), _recording("sde", opt * factor)
+    assert departure_step(optimizer, model) == int(optimizer.steps[12])
+    assert departure_step(optimizer, model, threshold=2.5) is None
+    assert departure_step(optimizer, _recording("sde", 1.2 * opt)) is None  # off, but within its range
+    assert departure_step(optimizer, _recording("sde", opt * np.where(factor > 2, np.nan, 1.0))) == int(
+        optimizer.steps[12]
+    )  # a nan mean counts as beyond
 
 
 # ---------------------------------------------------------------- checks

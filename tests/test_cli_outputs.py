@@ -259,7 +259,7 @@ def test_help_shows_every_default(command: str, capsys: pytest.CaptureFixture[st
 def test_help_names_the_real_defaults_and_every_choice(capsys: pytest.CaptureFixture[str]) -> None:
     assert "runs/demo" in help_text("demo", capsys)
     simulate = " ".join(help_text("simulate", capsys).split())
-    assert "signsgd: paper,gaussian,phase1,phase3" in simulate
+    assert "signsgd: paper,gaussian,general,phase1,phase3" in simulate
     assert "adamw: paper,malladi,refined" in simulate
     scale = " ".join(help_text("scale", capsys).split())
     assert "square-root" in scale and "linear" in scale

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import Z_TOL
 from optsde.optimizers import Hyperparameters, get_optimizer
 from optsde.problems import GradientOracle, ProblemError
 from optsde.problems.base import NEEDS
@@ -223,6 +224,36 @@ def test_expected_sign_is_erf_and_finite_where_noise_vanishes():
     expected = torch.erf(gradient[noisy] / (math.sqrt(2) * scale[noisy]))
     assert torch.allclose(sign[noisy], expected)
     assert torch.equal(sign[~noisy], torch.sign(gradient[~noisy]))
+
+
+def sampled_sign_z(problem: NetworkProblem, x: torch.Tensor, exact: torch.Tensor, paths: int) -> torch.Tensor:
+    """z-scores of the oracle's sampled ``E sign`` (``paths`` rows of ``x``, ``K`` signs each) against
+    ``exact``: each row is a mean of ``K`` independent signs, so the overall mean has variance
+    ``(1 − exact²)/(paths·K)``."""
+    rows = x.expand(paths, -1).clone()
+    at = problem.evaluate(
+        rows, frozenset({"expected_sign"}), GeneratorSource(torch.Generator().manual_seed(3))
+    )
+    draws = paths * problem.sign_samples
+    se = ((1 - exact**2).clamp_min(0) / draws).sqrt()
+    moving = se > 0
+    assert moving.sum() > 50 and torch.equal(at.expected_sign.mean(0)[~moving], exact[~moving])
+    return (at.expected_sign.mean(0)[moving] - exact[moving]) / se[moving]
+
+
+def test_sampled_expected_sign_is_unbiased_for_the_true_sign_mean():
+    """``sign_samples = K``: the general form of Thm 3.2 from real minibatch signs.  Ground truth
+    where it is exact: Gaussian synthetic noise (``erf(∇f/(√2 s))``), and one example drawn with
+    replacement, where ``E sign`` is the mean over examples of ``sign ∇ℓ_n`` (brute force)."""
+    gaussian = tiny_problem(noise="synthetic", sigma=0.5, batch_size=4, sign_samples=8)
+    x = start(gaussian, paths=1)
+    exact = torch.erf(gaussian.grad(x)[0] / (math.sqrt(2) * gaussian.noise_scale(x)[0]))
+    assert sampled_sign_z(gaussian, x, exact, paths=500).abs().max() < Z_TOL
+    single = tiny_problem(batch_size=1, sampling="with-replacement", sign_samples=16)
+    exact = torch.sign(brute_example_gradients(single, x[0])).mean(0)
+    assert sampled_sign_z(single, x, exact, paths=400).abs().max() < Z_TOL
+    with pytest.raises(ProblemError, match="sign_samples"):
+        tiny_problem(sign_samples=1)
 
 
 def test_synthetic_noise_is_full_gradient_plus_isotropic_gaussian():

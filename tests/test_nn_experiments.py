@@ -1,8 +1,8 @@
 """The network experiments ``nn-signsgd`` and ``nn-adaptive``, run small through the framework.
 
-The acceptance claim of issue 3 (each optimizer tracked by its SDE on the MLP in quick mode,
-time-averaged relative gap of E f under 10%, at least 8 paths) is checked on the quick
-settings themselves; the Gaussian check is validated where its answer is known exactly
+Each optimizer must be tracked by its SDEs on the MLP in quick mode (time-averaged relative gap
+of E f under 10%, at least 8 paths), checked on the quick settings themselves; the Gaussian
+check is validated where its answer is known exactly
 (synthetic Gaussian noise: ratio 1).  Nothing downloads.
 """
 
@@ -14,12 +14,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import torch
 
 from conftest import Z_TOL
+from optsde.analysis import fidelity_summary
 from optsde.errors import OptsdeError
 from optsde.experiments.base import Context, ExperimentError, get_experiment
-from optsde.report import SERIES_COLUMNS, write_result
+from optsde.figures import panels_figure
+from optsde.network_panels import mark_departures, tracking_checks, warm_starts
+from optsde.optimizers import get_optimizer
+from optsde.problems.network import network_problem
+from optsde.report import SERIES_COLUMNS, fidelity_table, write_result
+from optsde.sde import Recording
 
 
 def run_small(name: str, settings: dict[str, str], out: Path, paths: int | None = None) -> dict[str, Any]:
@@ -44,12 +52,20 @@ TINY_IMAGES = {"train_size": "32", "batch_size": "8", "steps": "4", "records": "
 
 def test_signsgd_is_tracked_on_the_mlp_in_quick_mode(tmp_path):
     summary = run_small("nn-signsgd", {}, tmp_path)
-    (entry,) = summary["panels"].values()
+    ((label, entry),) = summary["panels"].items()
     assert entry["paths"]["optimizer"] >= 8 and entry["problem"]["noise"] == "minibatch"
-    fidelity = entry["fidelity"]["sde-paper"]
-    assert fidelity["mean_rel_gap"] < 0.10, fidelity
-    assert "tracked by sde-paper" in summary["_report"]
+    assert entry["problem"]["sign_samples"] == 32
+    for method in ("sde-gaussian", "sde-general"):
+        assert entry["fidelity"][method]["mean_rel_gap"] < 0.10, entry["fidelity"][method]
+    checks = summary["checks"][label]
+    assert checks["verdict"] == "pass" and checks["pass"] == 2
+    assert (
+        "tracked by sde-general" in summary["_report"]
+        and "General form against Gaussian form" in summary["_report"]
+    )
     assert entry["gaussian_check"] and {"loss", "descent_rate_ratio"} <= {row[4] for row in summary["_rows"]}
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["panels"][label] == {"model": "mlp", "dataset": "breast-cancer"}
 
 
 def test_gaussian_check_is_exact_under_synthetic_gaussian_noise(tmp_path):
@@ -75,7 +91,9 @@ def test_signsgd_runs_every_image_architecture(tmp_path):
     assert [e["model"] for e in summary["panels"].values()] == ["cnn", "transformer", "resnet"]
     for entry in summary["panels"].values():
         assert entry["problem"]["dataset"] == "digits" and not entry["divergences"]
-        assert "sde-paper" in entry["fidelity"]
+        assert {"sde-gaussian", "sde-general"} <= set(entry["fidelity"])
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert {panel["dataset"] for panel in config["panels"].values()} == {"digits"}
 
 
 def test_adaptive_runs_the_paper_prior_and_refined_sdes(tmp_path):
@@ -89,6 +107,46 @@ def test_adaptive_runs_the_paper_prior_and_refined_sdes(tmp_path):
         "rmspropw on transformer (digits)": {"sde-paper", "sde-malladi"},
     }
     assert summary["panels"]["adamw on mlp (breast-cancer)"]["hyperparameters"]["weight_decay"] == 0.1
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["panels"]["rmspropw on mlp (breast-cancer)"]["dataset"] == "breast-cancer"
+    assert config["panels"]["rmspropw on transformer (digits)"]["dataset"] == "digits"
+    assert set(summary["checks"]) == set(methods)
+
+
+def blown_up_panel() -> dict[str, Recording]:
+    """An optimizer near 1 and an SDE whose E f grows to 100 without overflowing, from step 40."""
+    steps = np.arange(0, 101, 10)
+    rng = np.random.default_rng(0)
+    optimizer = 1.0 + 0.01 * rng.standard_normal((len(steps), 8))
+    blown = optimizer * np.where(steps >= 40, 100.0, 1.0)[:, None]
+    return {
+        method: Recording(method, 0.01, steps, {"loss": values}, np.zeros((len(steps), 1, 2)))
+        for method, values in (
+            ("optimizer", optimizer),
+            ("sde-malladi", blown),
+            ("sde-paper", optimizer[:, ::-1]),
+        )
+    }
+
+
+def test_a_blown_up_sde_is_not_tracked_from_its_step_and_does_not_rescale_the_panel():
+    recordings = blown_up_panel()
+    fidelity = fidelity_summary(recordings)
+    mark_departures(fidelity, recordings)
+    assert fidelity["sde-malladi"]["departure_step"] == 40 and "departure_step" not in fidelity["sde-paper"]
+    checks = {c.name: c for c in tracking_checks(fidelity, 0.1)}
+    assert checks["sde-malladi: left the optimizer's range at step 40"].verdict == "fail"
+    assert checks["sde-paper tracks the optimizer"].verdict == "pass"
+    table = "\n".join(fidelity_table(fidelity))
+    assert (
+        "not tracked" in table
+        and "step 40" in table
+        and "%" not in table.split("sde-malladi")[1].split("\n")[0]
+    )
+    figure = panels_figure({"p": recordings}, {"p": "p"}, "heading")
+    axis = figure.axes[0]
+    assert axis.get_ylim()[1] < 2.0  # the optimizer's range, not the blown-up model's 100
+    assert any("left the range at step 40" in text.get_text() for text in axis.get_legend().get_texts())
 
 
 @pytest.mark.slow
@@ -99,6 +157,7 @@ def test_adamw_and_rmspropw_are_tracked_on_the_mlp_in_quick_mode(tmp_path):
     assert adamw["paths"]["optimizer"] >= 8
     assert adamw["fidelity"]["sde-refined"]["mean_rel_gap"] < 0.10
     assert rmspropw["fidelity"]["sde-paper"]["mean_rel_gap"] < 0.10
+    assert summary["checks"]["adamw on mlp (breast-cancer)"]["verdict"] == "pass"
     assert {"sde-paper", "sde-malladi"} <= set(adamw["fidelity"])  # reported beside the refined one
 
 
@@ -134,3 +193,17 @@ def test_missing_vision_data_is_one_clear_line(monkeypatch):
     with pytest.raises(OptsdeError) as info:
         exp.run(ctx)
     assert "\n" not in str(info.value) and "optsde[vision]" in str(info.value)
+
+
+def test_warm_start_begins_at_the_second_moment_of_the_gradient_and_only_where_there_is_v():
+    """V₀ = ∇f(x₀)² + diag Σ(x₀) with the exact diag C, whatever variance mode the panel uses."""
+    problem = network_problem("mlp", "breast-cancer", train_size=40, batch_size=8, variance="projection")
+    x0 = problem.x0(0, dtype=torch.float64)
+    rmsprop, signsgd = get_optimizer("rmspropw"), get_optimizer("signsgd")
+    (warm,) = warm_starts(problem, rmsprop, ("paper",), x0, substeps=1)
+    exact = network_problem("mlp", "breast-cancer", train_size=40, batch_size=8)
+    expected = exact.grad(x0[None]) ** 2 + exact.noise_variance(x0[None])
+    state = warm.init_state(x0.expand(3, -1))
+    assert warm.name == "sde-paper-warm" and torch.allclose(state.v, expected.expand(3, -1))
+    assert torch.equal(state.x, x0.expand(3, -1))
+    assert warm_starts(problem, signsgd, ("gaussian",), x0, substeps=1) == []

@@ -23,8 +23,11 @@ from optsde.experiments.base import Context, get_experiment
 from optsde.experiments.scaling_quadratic import QuadraticSetup, run_group
 from optsde.optimizers import Hyperparameters, get_optimizer
 from optsde.problems.charlm import (
+    CharLMOracle,
+    SelectiveDecay,
     TinyGPT,
     evenly_spaced_windows,
+    next_character_loss,
     stdlib_corpus,
 )
 from optsde.scaling import (
@@ -35,6 +38,7 @@ from optsde.scaling import (
     scaling_table,
     variant_hyperparameters,
 )
+from optsde.sde import DiscreteRunner, loss_observable, simulate
 from optsde.theory.adaptive import adamw_stationary_second_moment_discrete, stationary_loss
 
 HP = Hyperparameters(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1)
@@ -334,20 +338,57 @@ def test_stdlib_corpus_is_deterministic_and_held_out() -> None:
     assert int(a.train.max()) < 128
 
 
-def test_tiny_lm_loss_is_finite_and_decreases() -> None:
-    from optsde.experiments.scaling_lm import TrainingRun, train
-
+def tiny_lm(dtype: torch.dtype = torch.float32) -> tuple[CharLMOracle, DiscreteRunner, torch.Tensor]:
     corpus = stdlib_corpus(20_000, 4_000)
     torch.manual_seed(0)
-    model = TinyGPT(context=16, width=16, layers=1, heads=2)
-    windows = evenly_spaced_windows(corpus.eval, 64, 16)
-    run = TrainingRun("base", 1.0, 0, batch=8, hp=Hyperparameters(lr=3e-3, beta2=0.95, weight_decay=0.1))
-    train(model, corpus, windows, run, 60, [0, 30, 60], torch.Generator().manual_seed(0))
-    assert run.diverged_at is None and all(math.isfinite(v) for v in run.eval_loss)
+    model = TinyGPT(context=16, width=16, layers=1, heads=2).to(dtype)
+    oracle = CharLMOracle(model, corpus.train, evenly_spaced_windows(corpus.eval, 64, 16), batch=8)
+    runner = DiscreteRunner(SelectiveDecay(get_optimizer("adamw").discrete, oracle.decay_mask()))
+    return oracle, runner, oracle.flatten(model)
+
+
+def test_lm_training_through_simulate_is_torch_adamw_with_decay_on_matrices() -> None:
+    """Ground truth: torch.optim.AdamW with GPT-2's parameter groups (decay on matrices only), fed
+    the windows the oracle draws from the same generator, in float64."""
+    oracle, runner, x0 = tiny_lm(torch.float64)
+    hp = Hyperparameters(lr=3e-3, beta2=0.95, weight_decay=0.1)
+    steps = 5
+    observe = {"x": lambda state, _: state.x}
+    rec = simulate(runner, oracle, hp, x0, paths=1, steps=steps, record_at=[steps], observables=observe,
+                   generator=torch.Generator().manual_seed(7))  # fmt: skip
+    model = oracle.model
+    with torch.no_grad():
+        for name, value in oracle.parameters(x0.clone()).items():
+            model.get_parameter(name).copy_(value)
+    params = list(model.parameters())
+    optimizer = torch.optim.AdamW(
+        [{"params": [q for q in params if q.dim() >= 2], "weight_decay": 0.1},
+         {"params": [q for q in params if q.dim() < 2], "weight_decay": 0.0}],
+        lr=3e-3, betas=(0.9, 0.95), eps=1e-8,
+    )  # fmt: skip
+    generator, offsets = torch.Generator().manual_seed(7), torch.arange(17)
+    for _ in range(steps):
+        starts = torch.randint(oracle.train.numel() - 16, (1, 8), generator=generator)
+        optimizer.zero_grad()
+        next_character_loss(model, oracle.train[starts[0, :, None] + offsets].long()).backward()
+        optimizer.step()
+    expected = oracle.flatten(model).numpy()
+    assert abs(rec.values["x"][-1, 0] - expected).max() < 1e-12
+    assert abs(expected - x0.numpy()).max() > 1e-4  # it moved
+
+
+def test_tiny_lm_loss_is_finite_and_decreases() -> None:
+    oracle, runner, x0 = tiny_lm()
+    hp = Hyperparameters(lr=3e-3, beta2=0.95, weight_decay=0.1)
+    rec = simulate(runner, oracle, hp, x0, paths=2, steps=60, record_at=[0, 30, 60],
+                   observables={"eval_loss": loss_observable},
+                   generator=torch.Generator().manual_seed(0))  # fmt: skip
+    losses = rec.mean("eval_loss")
+    assert rec.divergence is None and all(math.isfinite(v) for v in losses)
     # At initialisation the prediction is near uniform over 128 characters: ln 128 ≈ 4.85 nats.
-    assert run.eval_loss[0] == pytest.approx(math.log(128), abs=0.1)
-    assert run.eval_loss[0] > run.eval_loss[1] > run.eval_loss[2]
-    assert run.eval_loss[2] < run.eval_loss[0] - 1.0
+    assert losses[0] == pytest.approx(math.log(128), abs=0.1)
+    assert losses[0] > losses[1] > losses[2]
+    assert losses[2] < losses[0] - 1.0
 
 
 def test_lm_experiment_reports_every_variant_with_spread() -> None:

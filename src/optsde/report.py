@@ -25,7 +25,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from optsde.analysis import Check, checks_summary, checks_table
+from optsde.analysis import DEPARTURE_GAP, Check, checks_summary, checks_table
 from optsde.sde import Recording
 
 SERIES_COLUMNS = ("experiment", "panel", "method", "t", "metric", "mean", "stderr")
@@ -36,6 +36,7 @@ METHOD_STYLE = {
     "sde-malladi": {"color": "tab:blue", "linestyle": ":", "label": "SDE (Malladi et al.)"},
     "sde-refined": {"color": "tab:green", "linestyle": "-.", "label": "SDE (refined)"},
     "sde-gaussian": {"color": "tab:orange", "linestyle": "--", "label": "SDE (Gaussian form)"},
+    "sde-general": {"color": "tab:red", "linestyle": "-.", "label": "SDE (general form, real signs)"},
     "sde-student-t": {"color": "tab:purple", "linestyle": "--", "label": "SDE (Student-t form)"},
     "ode-phase1": {"color": "tab:cyan", "linestyle": "-.", "label": "phase-1 ODE"},
     "sde-phase3": {"color": "tab:olive", "linestyle": ":", "label": "phase-3 SDE"},
@@ -272,7 +273,8 @@ def loss_figure(
 
 
 def fidelity_table(summary: dict[str, dict[str, Any]]) -> list[str]:
-    """Markdown table of :func:`optsde.analysis.fidelity_summary`."""
+    """Markdown table of :func:`optsde.analysis.fidelity_summary`; a model that diverged or left the
+    optimizer's range (:func:`optsde.analysis.departure_step`) is named with its step, not a percentage."""
     lines = [
         "| method | max rel. gap of E f | mean rel. gap | stationary loss rel. error |",
         "|---|---|---|---|",
@@ -282,6 +284,12 @@ def fidelity_table(summary: dict[str, dict[str, Any]]) -> list[str]:
             lines.append(
                 f"| {method} | diverged at step {numbers['diverged_step']} "
                 f"({numbers['diverged_paths']} paths, {numbers['diverged']}) | | |"
+            )
+            continue
+        if numbers.get("departure_step") is not None:
+            lines.append(
+                f"| {method} | not tracked: E f left the optimizer's range (off by more than a factor "
+                f"{1 + DEPARTURE_GAP:g}) at step {numbers['departure_step']} | | |"
             )
             continue
         lines.append(

@@ -55,7 +55,9 @@ from optsde.analysis.estimates import (
 )
 from optsde.analysis.policy import POLICY, TolerancePolicy
 from optsde.analysis.recordings import (
+    DEPARTURE_GAP,
     burn_in_mask,
+    departure_step,
     fidelity_summary,
     pair_fidelity,
     per_path,
@@ -65,6 +67,7 @@ from optsde.analysis.recordings import (
 )
 
 __all__ = [
+    "DEPARTURE_GAP",
     "POLICY",
     "VERDICTS",
     "AnalysisError",
@@ -86,6 +89,7 @@ __all__ = [
     "check_run_design",
     "checks_summary",
     "checks_table",
+    "departure_step",
     "fidelity_summary",
     "format_estimate",
     "gap_profile",

@@ -65,6 +65,25 @@ def _common_records(a: Recording, b: Recording) -> np.ndarray:
     return np.arange(n)
 
 
+DEPARTURE_GAP = 1.0
+"""A model whose ``E f`` is off its optimizer's by more than this (relative, i.e. more than twice
+the optimizer's loss) has left the optimizer's range: it is reported as not tracked from there,
+not by a percentage that only measures how far it blew up."""
+
+
+def departure_step(
+    optimizer: Recording, sde: Recording, metric: str = "loss", threshold: float = DEPARTURE_GAP
+) -> int | None:
+    """The first recorded step at which ``|E sde − E optimizer| / E optimizer`` exceeds
+    ``threshold`` (None if it never does); a model that blows up without overflowing."""
+    idx = _common_records(optimizer, sde)
+    reference = per_path(optimizer, metric)[idx].mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap = np.abs(per_path(sde, metric)[idx].mean(axis=1) / reference - 1.0)
+    beyond = np.flatnonzero(~(gap <= threshold))  # a nan gap counts as beyond
+    return int(optimizer.steps[idx][beyond[0]]) if beyond.size else None
+
+
 def pair_fidelity(
     optimizer: Recording, sde: Recording, metric: str = "loss", burn_in: float = 0.5
 ) -> dict[str, float | int | str | None]:

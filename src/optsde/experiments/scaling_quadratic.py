@@ -33,6 +33,7 @@ from matplotlib.lines import Line2D
 from optsde.analysis import Check, Estimate, Within, ratio, recording_mean
 from optsde.errors import OptsdeError
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
+from optsde.figures import BASE_VARIANT, SCALING_VARIANT_STYLE
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
 from optsde.problems.analytic import NoisyProblem, Quadratic
@@ -40,17 +41,6 @@ from optsde.scaling import SCALING_VARIANTS, variant_hyperparameters
 from optsde.sde import loss_observable, record_steps
 from optsde.theory.adaptive import stationary_loss
 from optsde.theory.predictions import FORMULA_TOLERANCE
-
-BASE = "base"
-"""The run at batch ``B`` that every variant is compared with."""
-
-VARIANT_STYLE: dict[str, dict[str, str]] = {
-    BASE: {"color": "black", "label": "base (batch B)"},
-    "paper": {"color": "tab:red", "label": "paper's rule"},
-    "malladi": {"color": "tab:blue", "label": "Malladi et al.'s β rule"},
-    "paper-fixed-theta": {"color": "tab:orange", "label": "paper's rule, θ not rescaled"},
-    "none": {"color": "tab:gray", "label": "no rescaling"},
-}
 
 TOLERANCE = FORMULA_TOLERANCE
 """A rule "keeps" the asymptotic loss when its ratio to the base run's is within ±5% (or the checks'
@@ -137,11 +127,13 @@ def run_group(
     label: str,
 ) -> dict[tuple[str, float], VariantRun]:
     """The base run and every (variant, δ) run; keys ``(variant, δ)``, the base is ``("base", 1.0)``."""
-    configs = [(BASE, 1.0)] + [(variant, delta) for delta in deltas for variant in variants]
+    configs = [(BASE_VARIANT, 1.0)] + [(variant, delta) for delta in deltas for variant in variants]
     runs: dict[tuple[str, float], VariantRun] = {}
     for variant, delta in configs:
         batch = setup.batch_at(delta)
-        scaled = hp if variant == BASE else variant_hyperparameters(spec, hp, setup.batch, batch, variant)
+        scaled = (
+            hp if variant == BASE_VARIANT else variant_hyperparameters(spec, hp, setup.batch, batch, variant)
+        )
         steps = setup.steps_at(delta)
         comparison = compare(
             ctx,
@@ -172,7 +164,7 @@ def loss_ratio(
     runs: dict[tuple[str, float], VariantRun], key: tuple[str, float], method: str
 ) -> tuple[float, float] | None:
     """``E f_∞(variant)/E f_∞(base) − 1`` for ``method`` and its SE (independent runs), or None."""
-    run, base = runs[key], runs[(BASE, 1.0)]
+    run, base = runs[key], runs[(BASE_VARIANT, 1.0)]
     if method == "closed form":
         if run.closed_form is None or base.closed_form is None:
             return None
@@ -202,7 +194,7 @@ def _pct(change: tuple[float, float] | None) -> str:
 
 
 def _methods(runs: dict[tuple[str, float], VariantRun]) -> list[str]:
-    return list(runs[(BASE, 1.0)].comparison.recordings)
+    return list(runs[(BASE_VARIANT, 1.0)].comparison.recordings)
 
 
 def report_group(ctx: Context, title: str, runs: dict[tuple[str, float], VariantRun], slug: str) -> None:
@@ -212,7 +204,7 @@ def report_group(ctx: Context, title: str, runs: dict[tuple[str, float], Variant
     columns = ["optimizer", "closed form", *[m for m in methods if m != "optimizer"]]
     result.say(f"### {title}")
     result.say("")
-    base = runs[(BASE, 1.0)]
+    base = runs[(BASE_VARIANT, 1.0)]
     levels = ", ".join(
         f"{m} {base.stationary[m][0]:.4g} ± {base.stationary[m][1]:.2g}" for m in base.stationary
     )
@@ -226,7 +218,7 @@ def report_group(ctx: Context, title: str, runs: dict[tuple[str, float], Variant
     table: dict[str, Any] = {}
     checks: list[Check] = []
     for (variant, delta), run in runs.items():
-        if variant == BASE:
+        if variant == BASE_VARIANT:
             continue
         changes = {m: loss_ratio(runs, (variant, delta), m) for m in columns}
         table[f"{variant}/delta={delta:g}"] = {
@@ -253,14 +245,14 @@ def report_group(ctx: Context, title: str, runs: dict[tuple[str, float], Variant
             if c is not None
         ]
     result.say("")
-    for variant in sorted({v for v, _ in runs} - {BASE}, key=list(SCALING_VARIANTS).index):
+    for variant in sorted({v for v, _ in runs} - {BASE_VARIANT}, key=list(SCALING_VARIANTS).index):
         parts = [
             f"δ = {delta:g}: {_pct(loss_ratio(runs, (variant, delta), 'optimizer'))} "
             f"({verdict(loss_ratio(runs, (variant, delta), 'optimizer'))})"
             for (v, delta) in runs
             if v == variant
         ]
-        result.say(f"- **{VARIANT_STYLE[variant]['label']}**: " + "; ".join(parts) + ".")
+        result.say(f"- **{SCALING_VARIANT_STYLE[variant]['label']}**: " + "; ".join(parts) + ".")
     result.add_checks(slug, checks)
     off = [f"{c.name}: {c.value} against {c.target_text()}" for c in checks if c.verdict == "fail"]
     result.say(
@@ -277,18 +269,18 @@ def report_group(ctx: Context, title: str, runs: dict[tuple[str, float], Variant
 
 def loss_figure(runs: dict[tuple[str, float], VariantRun], title: str) -> Figure:
     """The optimizer's ``E f`` against steps (left) and samples seen (right), one row per δ."""
-    deltas = sorted({d for v, d in runs if v != BASE})
+    deltas = sorted({d for v, d in runs if v != BASE_VARIANT})
     fig, axes = plt.subplots(len(deltas), 2, figsize=(10, 2.8 * len(deltas)), squeeze=False, sharey=True)
-    base = runs[(BASE, 1.0)]
+    base = runs[(BASE_VARIANT, 1.0)]
     for row, delta in enumerate(deltas):
         for col, unit in enumerate(("steps", "samples seen")):
             ax = axes[row, col]
             for (variant, d), run in runs.items():
-                if d != delta and variant != BASE:
+                if d != delta and variant != BASE_VARIANT:
                     continue
                 rec = run.comparison.recordings["optimizer"]
                 x = rec.steps * (run.batch if col else 1)
-                ax.plot(x, rec.mean("loss"), lw=1.2, **VARIANT_STYLE[variant])
+                ax.plot(x, rec.mean("loss"), lw=1.2, **SCALING_VARIANT_STYLE[variant])
             if base.closed_form is not None:
                 ax.axhline(base.closed_form, color="black", ls=":", lw=0.8, label="closed form, base")
             ax.set_yscale("log")
@@ -307,7 +299,7 @@ METHOD_MARKERS = {"optimizer": "o", "closed form": "x", "sde-paper": "^", "sde-r
 
 def ratio_figure(runs: dict[tuple[str, float], VariantRun], title: str) -> Figure:
     """Asymptotic loss over the base run's, per variant and δ, for the optimizer and each prediction."""
-    deltas = sorted({d for v, d in runs if v != BASE})
+    deltas = sorted({d for v, d in runs if v != BASE_VARIANT})
     variants = [v for v in SCALING_VARIANTS if any(key[0] == v for key in runs)]
     methods = ["optimizer", "closed form", *[m for m in _methods(runs) if m != "optimizer"]]
     fig, axes = plt.subplots(1, len(deltas), figsize=(3.6 * len(deltas), 3.6), squeeze=False, sharey=True)
@@ -325,7 +317,7 @@ def ratio_figure(runs: dict[tuple[str, float], VariantRun], title: str) -> Figur
                     1 + change[0],
                     yerr=2 * change[1],
                     fmt=METHOD_MARKERS.get(method, "d"),
-                    color="black" if method == "optimizer" else VARIANT_STYLE[variant]["color"],
+                    color="black" if method == "optimizer" else SCALING_VARIANT_STYLE[variant]["color"],
                     mfc="none" if method != "optimizer" else None,
                     ms=5,
                     capsize=2,
@@ -368,10 +360,12 @@ def conclusions(ctx: Context, groups: dict[str, dict[tuple[str, float], VariantR
                 verdicts[slug][f"{variant}/delta={delta:g}"] = verdict(change)
                 by_verdict.setdefault(verdict(change), []).append(f"δ = {delta:g} ({_pct(change)})")
             parts = [f"{word} at {', '.join(items)}" for word, items in by_verdict.items()]
-            ctx.result.say(f"- {slug}, {VARIANT_STYLE[variant]['label']}: " + "; ".join(parts) + ".")
+            ctx.result.say(f"- {slug}, {SCALING_VARIANT_STYLE[variant]['label']}: " + "; ".join(parts) + ".")
     ctx.result.say("")
-    kappas = {slug: runs[(BASE, 1.0)].comparison.kappa for slug, runs in groups.items()}
-    momenta = {slug: 1 - runs[(BASE, 1.0)].hp.beta1 for slug, runs in groups.items() if "beta1" in slug}
+    kappas = {slug: runs[(BASE_VARIANT, 1.0)].comparison.kappa for slug, runs in groups.items()}
+    momenta = {
+        slug: 1 - runs[(BASE_VARIANT, 1.0)].hp.beta1 for slug, runs in groups.items() if "beta1" in slug
+    }
     ctx.result.say(
         "Reading (the closed-form column tests it): near the minimum E x² ≈ ηs/(2(h + θs)) depends on ηs "
         "and θs only; both rules keep them, the variant without θ rescaling does not. Momentum enters "

@@ -158,6 +158,10 @@ SIGNSGD_SPEC = OptimizerSpec(
     sdes={
         "paper": sign_sde("sde-paper", general_expected_sign, frozenset({"expected_sign"})),
         "gaussian": sign_sde("sde-gaussian", gaussian_expected_sign, frozenset({"grad", "variance"})),
+        # Thm 3.2 in its general form, named as such: E sign ∇f_γ is whatever the oracle's noise
+        # gives (exact for analytic noise; on a network with sign_samples = K, the mean sign of K
+        # real minibatch gradients, unbiased, so the diffusion 1 − (E sign)² is low by (1 − 1/K)).
+        "general": sign_sde("sde-general", general_expected_sign, frozenset({"expected_sign"})),
         "phase1": SIGNGD_ODE,
         "phase3": LINEARISED_SIGN_SDE,
     },

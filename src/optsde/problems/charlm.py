@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from optsde.errors import OptsdeError
+from optsde.optimizers.base import DiscreteOptimizer, Hyperparameters, State
+from optsde.randomness import RandomSource, as_source
 
 VOCAB_SIZE = 128
 """ASCII."""
@@ -199,3 +201,116 @@ def evaluation_loss(model: TinyGPT, windows: Tensor, chunk: int = 256) -> float:
         total += float(next_character_loss(model, part)) * part.shape[0]
     model.train(was_training)
     return total / windows.shape[0]
+
+
+class CharLMError(OptsdeError):
+    """A question the char-LM oracle does not answer; the message says what it answers."""
+
+
+@dataclass
+class CharLMOracle:
+    """A :class:`TinyGPT` on a corpus as a gradient oracle over flat parameter vectors ``(P, d)``,
+    for :func:`optsde.sde.simulate` with a :class:`~optsde.sde.DiscreteRunner` (docs/scaling.md).
+
+    ``sample_gradient``: each path's gradient of the next-character loss on ``batch`` windows of
+    ``context + 1`` characters at uniformly random offsets of ``train``, drawn from the source's
+    ``integers``.  ``loss``: the held-out loss on the fixed ``eval_windows`` (nats per character).
+    It has no noise model (no SDE runs on it), so it refuses the other questions.  Paths are
+    evaluated one after the other: each is one training run of the model.
+    """
+
+    model: TinyGPT
+    train: Tensor
+    eval_windows: Tensor
+    batch: int
+    compilable: bool = False
+    dim: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self._names = [name for name, _ in self.model.named_parameters()]
+        self._shapes = [p.shape for _, p in self.model.named_parameters()]
+        self._sizes = [p.numel() for _, p in self.model.named_parameters()]
+        self.dim = sum(self._sizes)
+
+    def parameters(self, flat: Tensor) -> dict[str, Tensor]:
+        """One path's flat vector ``(d,)`` as the model's named parameters (views)."""
+        pieces = flat.split(self._sizes)
+        return {n: p.view(s) for n, p, s in zip(self._names, pieces, self._shapes, strict=True)}
+
+    def x0(self, seed: int) -> Tensor:
+        """A fresh initialisation (GPT-2's) of the model's shape drawn with ``seed``, flat ``(d,)``."""
+        m = self.model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = TinyGPT(m.context, m.token.embedding_dim, len(m.blocks), m.blocks[0].attn.heads)
+        return self.flatten(fresh).to(self.train.device)
+
+    def flatten(self, model: TinyGPT) -> Tensor:
+        """``model``'s parameters as one flat vector ``(d,)``, in this oracle's order."""
+        return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def decay_mask(self) -> Tensor:
+        """1 on the coordinates of matrices (weights, embeddings, position table), 0 on biases and
+        LayerNorm gains: decoupled decay applies to the former only, as in GPT-2 practice."""
+        return torch.cat(
+            [torch.full((n,), float(len(s) >= 2)) for n, s in zip(self._sizes, self._shapes, strict=True)]
+        )
+
+    def _loss_of(self, flat: Tensor, windows: Tensor) -> Tensor:
+        logits = torch.func.functional_call(self.model, self.parameters(flat), (windows[:, :-1],))
+        return F.cross_entropy(logits.reshape(-1, VOCAB_SIZE), windows[:, 1:].reshape(-1))
+
+    def loss(self, x: Tensor) -> Tensor:
+        """Held-out loss per path ``(P,)``, in chunks of 256 windows (equal weights)."""
+        out = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        with torch.no_grad():
+            for path in range(x.shape[0]):
+                for start in range(0, self.eval_windows.shape[0], 256):
+                    part = self.eval_windows[start : start + 256]
+                    out[path] += self._loss_of(x[path], part) * part.shape[0]
+        return out / self.eval_windows.shape[0]
+
+    def sample_gradient(self, x: Tensor, random: RandomSource | torch.Generator | None) -> Tensor:
+        """Each path's minibatch gradient ``(P, d)`` on its own ``batch`` random windows."""
+        source = as_source(random)
+        context = self.model.context
+        starts = source.integers(self.train.numel() - context, (x.shape[0], self.batch), self.train.device)
+        offsets = torch.arange(context + 1, device=self.train.device)
+        gradients = torch.empty_like(x)
+        with torch.enable_grad():
+            for path in range(x.shape[0]):
+                leaf = x[path].detach().requires_grad_(True)
+                windows = self.train[starts[path, :, None] + offsets].long()
+                (gradients[path],) = torch.autograd.grad(self._loss_of(leaf, windows), leaf)
+        return gradients
+
+    def _no_noise_model(self, *_: object) -> Tensor:
+        raise CharLMError("the char-LM oracle answers only sample_gradient and loss: no SDE runs on it")
+
+    grad = noise_variance = noise_scale = expected_sign = _no_noise_model
+    gaussian_noise = evaluate = _no_noise_model
+
+
+@dataclass(frozen=True)
+class SelectiveDecay:
+    """A discrete optimizer with decoupled decay restricted to ``mask`` (1: decayed, 0: exempt).
+
+    ``inner`` applies ``x ← x(1 − ηθ) − η u`` to every coordinate (AdamW, docs/theory.md §2); adding
+    ``ηθ x`` back where ``mask`` is 0 gives ``x − η u`` there: torch.optim's parameter groups with
+    ``weight_decay = 0`` for biases and gains.
+    """
+
+    inner: DiscreteOptimizer
+    mask: Tensor
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def init_state(self, x0: Tensor) -> State:
+        return self.inner.init_state(x0)
+
+    def step(self, state: State, gradient: Tensor, hp: Hyperparameters, lr: float | Tensor) -> State:
+        new = self.inner.step(state, gradient, hp, lr)
+        exempt = (1.0 - self.mask).to(state.x)
+        return new._replace(x=new.x + (lr * hp.weight_decay) * exempt * state.x)

@@ -141,6 +141,10 @@ class NetworkProblem:
     fast_linear: for models made only of ``nn.Linear`` layers (the MLP), compute the
         exact ``diag C`` layer-wise from one backward pass per path instead of
         per-example gradients (same numbers, far cheaper).
+    sign_samples: ``K``; 0 (default): :meth:`expected_sign` is the Gaussian form
+        ``erf(∇f/(√2 s))``; ``K ≥ 2``: the general form of paper Thm 3.2, ``E sign ∇f_γ``
+        estimated without bias by the mean sign of ``K`` real minibatch gradients per path
+        (``K`` minibatch passes per path and step).
     """
 
     model: nn.Module
@@ -156,6 +160,7 @@ class NetworkProblem:
     chunk_size: int | None = None
     seed: int = 0
     fast_linear: bool = True
+    sign_samples: int = 0
     dim: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -199,6 +204,10 @@ class NetworkProblem:
         if self.variance not in VARIANCE_MODES:
             raise ProblemError(
                 f"unknown variance {self.variance!r}; choose one of: {', '.join(VARIANCE_MODES)}"
+            )
+        if self.sign_samples == 1 or self.sign_samples < 0:
+            raise ProblemError(
+                f"sign_samples must be 0 (the Gaussian form) or at least 2, got {self.sign_samples}"
             )
         if self.projections < 1:
             raise ProblemError(f"projections must be a positive integer, got {self.projections}")
@@ -254,6 +263,7 @@ class NetworkProblem:
             "variance": self.variance,
             "projections": self.projections,
             "sampling": self.sampling,
+            "sign_samples": self.sign_samples,
         }
 
     def x0(self, seed: int = 0, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -509,14 +519,21 @@ class NetworkProblem:
         """A sample of ``N(0, Σ_B(x))`` through the randomly weighted loss (docs/theory.md §4)."""
         return self._gaussian_noise(self._entry(x), as_source(random))
 
-    def _expected_sign(self, entry: _Evaluation) -> Tensor:
+    def _expected_sign(self, entry: _Evaluation, random: RandomSource | None = None) -> Tensor:
+        if self.sign_samples:
+            x, k = entry.x, self.sign_samples
+            source = as_source(self._projection_generator(x)) if random is None else random
+            signs = torch.sign(self.sample_gradient(x.repeat_interleave(k, dim=0), source))
+            return signs.reshape(x.shape[0], k, -1).mean(dim=1)
         gradient = self._full_gradient(entry)
         scale = self._noise_variance(entry).sqrt()
         safe = torch.where(scale > 0, scale, torch.ones_like(scale))
         return torch.where(scale > 0, torch.erf(gradient / (math.sqrt(2.0) * safe)), torch.sign(gradient))
 
     def expected_sign(self, x: Tensor) -> Tensor:
-        """``erf(∇f/(√2 s))``, the Gaussian form (docs/theory.md §3, Cor 3.3); ``sign ∇f`` where ``s = 0``."""
+        """``erf(∇f/(√2 s))``, the Gaussian form (docs/theory.md §3, Cor 3.3); ``sign ∇f`` where ``s = 0``.
+        With ``sign_samples = K``: the mean sign of ``K`` minibatch gradients per path (Thm 3.2),
+        drawn from a stream fixed by ``x``."""
         return self._expected_sign(self._entry(x))
 
     def evaluate(self, x: Tensor, needs: frozenset[str], random: RandomSource) -> Evaluation:
@@ -527,7 +544,7 @@ class NetworkProblem:
             grad=self._full_gradient(entry) if "grad" in needs else None,
             variance=variance,
             scale=variance.sqrt() if variance is not None and "scale" in needs else None,
-            expected_sign=self._expected_sign(entry) if "expected_sign" in needs else None,
+            expected_sign=self._expected_sign(entry, random) if "expected_sign" in needs else None,
             noise=self._gaussian_noise(entry, random) if "noise" in needs else None,
         )
 
@@ -633,6 +650,7 @@ def network_problem(
     data_dir: str | None = None,
     download: bool = False,
     seed: int = 0,
+    sign_samples: int = 0,
 ) -> NetworkProblem:
     """A :class:`NetworkProblem` from names: architecture ``model`` on data set ``dataset``."""
     data = load_dataset(dataset, train_size=train_size, seed=seed, root=data_dir, download=download)
@@ -650,4 +668,5 @@ def network_problem(
         sampling=sampling,
         chunk_size=chunk_size,
         seed=seed,
+        sign_samples=sign_samples,
     )
