@@ -365,6 +365,26 @@ def test_progress_without_a_terminal_prints_plain_lines_at_an_interval() -> None
     assert quiet.getvalue() == ""  # a loop shorter than the interval prints nothing
 
 
+def test_progress_lines_keep_their_interval_across_many_short_loops(monkeypatch) -> None:
+    """An experiment runs many simulations each shorter than the interval: the interval is
+    counted across them, so the log still gets a line per interval."""
+    import optsde.progress as progress_module
+
+    clock = [100.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(progress_module, "_last_line", [100.0])
+    stream = io.StringIO()
+    for name in ("optimizer", "sde-paper", "sde-refined", "sde-malladi"):
+        loop = LineProgress(10, name, interval=10.0, stream=stream)
+        for _ in range(10):
+            clock[0] += 0.6  # 6 s per loop: none alone reaches the interval
+            loop.update(1)
+        loop.close()
+    lines = [line.split(":")[0] for line in stream.getvalue().splitlines()]
+    # 10 s after the start (in the second loop, with its closing line), then 10 s after that.
+    assert lines == ["sde-paper", "sde-paper", "sde-malladi", "sde-malladi"]
+
+
 def test_progress_off_is_silent_and_off_a_terminal_is_lines(capsys: pytest.CaptureFixture[str]) -> None:
     off = progress(10, "x", enabled=False)
     off.update(10)

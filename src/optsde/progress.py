@@ -18,6 +18,10 @@ from tqdm.auto import tqdm
 INTERVAL_S = 20.0
 """Seconds between two plain progress lines."""
 
+_last_line = [time.monotonic()]
+"""When the process last printed a plain progress line (or started): shared by every counter, so
+that a run made of many short loops still prints at a steady interval."""
+
 
 class Progress(Protocol):
     def update(self, n: int = 1) -> None: ...
@@ -34,7 +38,8 @@ class _Silent:
 
 
 class LineProgress:
-    """Plain progress lines at a steady interval (no line for a loop shorter than ``interval``)."""
+    """Plain progress lines at a steady interval, counted across every counter of the process, so
+    that a run of many short loops (an experiment's simulations) prints one line per interval."""
 
     def __init__(
         self,
@@ -48,13 +53,15 @@ class LineProgress:
         self.total, self.desc, self.done, self.interval = total, desc, initial, interval
         self.stream = stream if stream is not None else sys.stderr
         self.initial = initial
-        self.started = self.last = time.monotonic()
+        self.started = time.monotonic()
+        self.printed = False
 
     def update(self, n: int = 1) -> None:
         self.done += n
         now = time.monotonic()
-        if now - self.last >= self.interval:
-            self.last = now
+        if now - _last_line[0] >= self.interval:
+            _last_line[0] = now
+            self.printed = True
             self._line(now)
 
     def _line(self, now: float) -> None:
@@ -70,7 +77,7 @@ class LineProgress:
 
     def close(self) -> None:
         """A last line for a loop that printed any, so the log shows where it ended."""
-        if self.last > self.started:
+        if self.printed:
             self._line(time.monotonic())
 
 
