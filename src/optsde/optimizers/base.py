@@ -125,6 +125,8 @@ class Capabilities:
     Student-t noise with ν ≤ 2 (SGD's does not: it inherits the noise's infinite variance).
     ``style``: how figures draw the optimizer (matplotlib keywords, ``label`` included).
     ``decay_variant``: the family's name with decoupled decay, if this one has none.
+    ``theory``: the key of its closed forms and regime wording in :mod:`optsde.theory.predictions`
+    (Adam's are AdamW's at θ = 0, RMSprop's RMSpropW's).
     ``linearised_second_moment``: ``(h, s, hp) ↦ E x_i²`` of the discrete optimizer linearised at
     the minimum of ``½ Σ h_i x_i²`` with noise scale ``s`` (docs/theory.md §5); None if unknown.
     ``sde_linearised_second_moment``: ``(h, s, hp, model key) ↦ E X_i²`` of its SDE model, the
@@ -139,6 +141,7 @@ class Capabilities:
     mean_under_heavy_tails: bool
     style: Mapping[str, str]
     decay_variant: str | None = None
+    theory: str = ""
     linearised_second_moment: SecondMoment | None = None
     sde_linearised_second_moment: SDESecondMoment | None = None
     primary_sde: str = "paper"

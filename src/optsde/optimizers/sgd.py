@@ -50,6 +50,7 @@ SGD_SPEC = OptimizerSpec(
     uses=("lr",),
     scaling_rules={"linear": linear_rule},
     capabilities=Capabilities(
+        theory="sgd",
         noise_exponent=2,
         mean_under_heavy_tails=False,
         style={"color": "black", "label": "SGD"},

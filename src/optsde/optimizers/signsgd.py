@@ -168,6 +168,7 @@ SIGNSGD_SPEC = OptimizerSpec(
     uses=("lr",),
     scaling_rules={"square-root": square_root_rule},
     capabilities=Capabilities(
+        theory="signsgd",
         noise_exponent=1,
         mean_under_heavy_tails=True,
         style={"color": "tab:red", "label": "SignSGD"},

@@ -17,8 +17,9 @@ accuracy)``, so a valid formula is within 5% of the optimizer; in κ = η·h/s t
 regime such as "κ ≲ 0.07", which the regime text states (:func:`regime_statement`).  A bound
 is valid where it bounds the reference.
 
-Family knowledge is keyed by the optimizer's name in :data:`FAMILIES` (one place, so that it
-can move into the optimizer families' own modules).
+Each optimizer family declares which theory it follows (``spec.capabilities.theory``, in its own
+module); :data:`FAMILIES` maps that theory to its predictions, so nothing here dispatches on an
+optimizer's name.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class Setting:
 
     @property
     def family(self) -> str:
-        return FAMILY_OF[self.optimizer]
+        return get_optimizer(self.optimizer).capabilities.theory
 
 
 @dataclass
@@ -233,7 +234,7 @@ def regime_statement(family: str, kappa: float, *, noise: str = "gaussian", nu: 
     ``adamw``); the wording is the one ``optsde predict`` prints, for ``simulate`` and the
     experiments to print beside their κ.
     """
-    family = FAMILY_OF.get(family, family)
+    family = get_optimizer(family).capabilities.theory if family not in FAMILIES else family
     heavy = noise == "student-t" and nu is not None
     if family == "sgd":
         if heavy and nu <= 2:
@@ -279,9 +280,7 @@ def regime_statement(family: str, kappa: float, *, noise: str = "gaussian", nu: 
                 "preconditioner holds (within 2% up to κ = 10)"
             )
         return f"κ = {kappa:.3g}: for {name} {where}."
-    raise PredictionError(
-        f"no regime statement for {family!r}; choose one of: {', '.join(sorted(set(FAMILY_OF)))}"
-    )
+    raise PredictionError(f"no regime statement for {family!r}; choose one of: {', '.join(sorted(FAMILIES))}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -728,17 +727,8 @@ FAMILIES: dict[str, Callable[[Setting], list[Prediction]]] = {
     "rmspropw": _adaptive,
     "adamw": _adaptive,
 }
-"""Family ↦ its predictions.  RMSprop and Adam are their families with θ = 0."""
-
-FAMILY_OF: dict[str, str] = {
-    "sgd": "sgd",
-    "signsgd": "signsgd",
-    "rmsprop": "rmspropw",
-    "rmspropw": "rmspropw",
-    "adam": "adamw",
-    "adamw": "adamw",
-}
-"""Optimizer name ↦ family key of :data:`FAMILIES`."""
+"""Theory family (each optimizer declares its own, ``spec.capabilities.theory``) ↦ its predictions.
+RMSprop and Adam are their families with θ = 0."""
 
 
 def predictions(setting: Setting) -> list[Prediction]:
