@@ -37,7 +37,7 @@ from numpy.typing import ArrayLike
 from scipy.linalg import solve_continuous_lyapunov, solve_discrete_lyapunov
 
 from optsde.errors import OptsdeError
-from optsde.optimizers.base import Hyperparameters
+from optsde.optimizers.base import Hyperparameters, OptimizerSpec
 
 SDE_MODELS = ("paper", "refined", "malladi")
 """Linearised AdamW SDEs :func:`adamw_stationary_second_moment_sde` knows (docs/theory.md §3)."""
@@ -324,6 +324,45 @@ def adaptive_stationary_second_moment_self_consistent(
 def stationary_loss(h: ArrayLike, second_moment: ArrayLike) -> float:
     """``E f = ½ Σ_i h_i E x_i²`` on the diagonal quadratic (``f* = 0``)."""
     return float(0.5 * np.sum(np.asarray(h, dtype=float) * np.asarray(second_moment, dtype=float)))
+
+
+LYAPUNOV, PAPER_STYLE = PREDICTIONS = ("discrete Lyapunov", "paper-style")
+"""Names of the two stationary predictions :func:`predicted_second_moments` gives."""
+
+
+def predicted_second_moments(
+    spec: OptimizerSpec, h: ArrayLike, s: ArrayLike, hp: Hyperparameters
+) -> dict[str, np.ndarray]:
+    """Per-coordinate ``E x_i²`` of ``spec``'s optimizer by each of :data:`PREDICTIONS`
+    (docs/theory.md §5): its family's discrete Lyapunov linearisation (momentum included) and
+    the paper-style :func:`adaptive_stationary_second_moment` (fast momentum).  ``spec`` must
+    declare ``linearised_second_moment``."""
+    closed_form = spec.capabilities.linearised_second_moment
+    if closed_form is None:
+        raise AdaptiveTheoryError(f"{spec.name} declares no linearised closed form")
+    return {
+        LYAPUNOV: closed_form(h, s, hp),
+        PAPER_STYLE: adaptive_stationary_second_moment(h, s, hp.lr, hp.eps, hp.weight_decay),
+    }
+
+
+def predicted_losses(
+    spec: OptimizerSpec, h: ArrayLike, s: ArrayLike, hp: Hyperparameters
+) -> dict[str, float]:
+    """Stationary ``E f`` by each of :data:`PREDICTIONS` (:func:`predicted_second_moments`)."""
+    return {name: stationary_loss(h, v) for name, v in predicted_second_moments(spec, h, s, hp).items()}
+
+
+def linearised_loss(spec: OptimizerSpec, h: ArrayLike, s: ArrayLike, hp: Hyperparameters) -> float | None:
+    """The linearised discrete optimizer's stationary ``E f`` (its family's closed form,
+    docs/theory.md §5); None where it has none or no stationary law."""
+    closed_form = spec.capabilities.linearised_second_moment
+    if closed_form is None:
+        return None
+    try:
+        return stationary_loss(h, closed_form(h, s, hp))
+    except OptsdeError:
+        return None
 
 
 def adamw_loss_limit(
