@@ -95,6 +95,11 @@ def test_estimate_arithmetic_and_format() -> None:
     assert str(Estimate(0.1234, 0.0012)) == "0.1234 ± 0.0012"
     assert str(Estimate(123.4, 1.7)) == "123.4 ± 1.7"
     assert str(Estimate(1.2e-8, 3e-10)) == "(1.20 ± 0.03)e-08"
+    # A nearly exact value (a lattice orbit every path shares) is cut to 6 significant digits, its
+    # SE written on its own to 2: not the ~20 digits that reaching down to the SE would take.
+    assert str(Estimate(0.00750000000000000406, 2.9e-19)) == "0.00750000 ± 2.9e-19"
+    assert str(Estimate(123456.7, 0.17)) == "123457 ± 0.17"
+    assert str(Estimate(1.234567, 3.4e-5)) == "1.23457 ± 0.00003"  # the sixth digit: still one rule
     assert a.to_dict() == {"value": 2.0, "se": 0.3}
     r = ratio(Estimate(2.0, 0.2), Estimate(4.0, 0.4))  # both 10% → √2 × 10% of 0.5
     assert r.value == 0.5 and r.se == pytest.approx(0.5 * math.sqrt(2) * 0.1)

@@ -82,14 +82,26 @@ def as_estimate(x: Estimate | float) -> Estimate:
     return x if isinstance(x, Estimate) else Estimate(float(x), 0.0)
 
 
+VALUE_DIGITS = 6
+"""At most this many significant digits of a value are printed (:func:`format_estimate`)."""
+
+
 def format_estimate(value: float, se: float) -> str:
-    """``0.123 ± 0.004``: the value to the SE's leading digit (two digits when it starts with 1 or 2)."""
+    """``0.123 ± 0.004``: the value to the SE's leading digit (two digits when it starts with 1 or 2).
+
+    At most :data:`VALUE_DIGITS` significant digits of the value: an SE below its last one (a
+    nearly exact number, e.g. a lattice orbit that every path shares) is written on its own to
+    two significant digits, ``0.00750000 ± 2.9e-19``.
+    """
     if not (math.isfinite(value) and math.isfinite(se)) or se <= 0:
         return f"{value:.4g} ± {se:.2g}"
     lead = math.floor(math.log10(se))
     digit = se / 10.0**lead
     last = lead - 1 if digit < 3 else lead  # the last digit shown
     top = math.floor(math.log10(max(abs(value), se)))
+    if last < top - VALUE_DIGITS + 1:
+        shown = f"{value:#.{VALUE_DIGITS}g}".rstrip(".")  # "#" keeps trailing zeros; no bare point
+        return f"{shown} ± {se:.2g}"
     if -4 <= top < 6 and last < 0:
         decimals = -last
         return f"{value:.{decimals}f} ± {se:.{decimals}f}"
