@@ -29,7 +29,6 @@ from optsde.analysis import (
     grouped_quantile,
     hyperparameters_for,
     mean_exists,
-    paired_record_steps,
     per_path,
     quadratic_setting,
     recommended_laws,
@@ -43,7 +42,7 @@ from optsde.figures.noise import band_grid, loss_vs_nu_figure, nu_histograms, nu
 from optsde.noise import StudentTNoise
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
 from optsde.problems.analytic import NoisyProblem, Quadratic
-from optsde.sde import Recording, loss_observable, x_observable
+from optsde.sde import Recording, loss_observable, record_steps, x_observable
 from optsde.theory.predictions import FORMULA_TOLERANCE
 from optsde.theory.signsgd import sign_slope
 
@@ -129,7 +128,7 @@ def nu_point(
         steps=steps,
         paths=params["paths"],
         models=sde_models(spec, nu),
-        record_at=paired_record_steps(steps, 100, params["burn_in"]),
+        record_at=record_steps(steps, 100),
         observables={"loss": loss_observable, "x": x_observable},
         label=label,
         burn_in=params["burn_in"],

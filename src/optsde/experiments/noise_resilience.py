@@ -26,7 +26,6 @@ from optsde.analysis import (
     hyperparameters_for,
     loglog_fit,
     loglog_slope,
-    paired_record_steps,
     quadratic_setting,
     recommended_laws,
     recording_mean,
@@ -45,7 +44,7 @@ from optsde.figures.noise import (
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
 from optsde.problems.analytic import NoisyProblem, Quadratic
-from optsde.sde import loss_observable
+from optsde.sde import loss_observable, record_steps
 from optsde.theory.predictions import FORMULA_TOLERANCE, regime_statement
 
 NAME = "noise-resilience"
@@ -113,7 +112,7 @@ def sigma_point(
         paths=params["paths"],
         models=sde_models(spec, params["sdes"]),
         substeps=params["substeps"],
-        record_at=paired_record_steps(steps, 100, params["burn_in"]),
+        record_at=record_steps(steps, 100),
         observables={"loss": loss_observable},
         label=f"{spec.name}-sigma{sigma:g}",
         burn_in=params["burn_in"],
