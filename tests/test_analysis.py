@@ -36,7 +36,6 @@ from optsde.analysis import (
     max_gap,
     mean_exists,
     paired_ratio,
-    paired_record_steps,
     quantile,
     ratio,
     restrict,
@@ -48,7 +47,7 @@ from optsde.analysis import (
     time_averaged_gap,
     worst_excess,
 )
-from optsde.sde import Recording
+from optsde.sde import Recording, record_steps
 
 REPS = 400
 Z_BINOMIAL = 4.0
@@ -95,6 +94,11 @@ def test_estimate_arithmetic_and_format() -> None:
     assert str(Estimate(0.1234, 0.0012)) == "0.1234 ± 0.0012"
     assert str(Estimate(123.4, 1.7)) == "123.4 ± 1.7"
     assert str(Estimate(1.2e-8, 3e-10)) == "(1.20 ± 0.03)e-08"
+    # A nearly exact value (a lattice orbit every path shares) is cut to 6 significant digits, its
+    # SE written on its own to 2: not the ~20 digits that reaching down to the SE would take.
+    assert str(Estimate(0.00750000000000000406, 2.9e-19)) == "0.00750000 ± 2.9e-19"
+    assert str(Estimate(123456.7, 0.17)) == "123457 ± 0.17"
+    assert str(Estimate(1.234567, 3.4e-5)) == "1.23457 ± 0.00003"  # the sixth digit: still one rule
     assert a.to_dict() == {"value": 2.0, "se": 0.3}
     r = ratio(Estimate(2.0, 0.2), Estimate(4.0, 0.4))  # both 10% → √2 × 10% of 0.5
     assert r.value == 0.5 and r.se == pytest.approx(0.5 * math.sqrt(2) * 0.1)
@@ -111,6 +115,17 @@ def test_stationary_window() -> None:
     assert stationary_window(steps, 0.999).tolist() == [False] * 10 + [True]  # the last record always
     with pytest.raises(AnalysisError, match="burn_in"):
         stationary_window(steps, 1.0)
+
+
+def test_stationary_window_keeps_whole_pairs() -> None:
+    def window(steps: list[int], burn_in: float) -> list[int]:
+        return np.array(steps)[stationary_window(np.array(steps), burn_in)].tolist()
+
+    paired = [0, 3, 4, 7, 8, 11, 12, 14]
+    assert window(paired, 0.5) == [7, 8, 11, 12]  # the lone last step goes
+    assert window(paired, 8 / 14) == [11, 12]  # and 8, whose partner 7 is before the window
+    assert window([0, 2, 3, 5, 6, 7], 0.25) == [2, 3, 6, 7]  # 5, 6, 7: 6 and 7 are a pair too
+    assert window(list(range(10)), 0.5) == [6, 7, 8, 9]  # every step: an even count
 
 
 def test_stationary_mean_coverage_over_paths() -> None:
@@ -404,15 +419,13 @@ def test_check_reporting() -> None:
 @pytest.mark.parametrize("burn_in", [0.3, 0.5, 0.75])
 def test_paired_records_average_a_period_two_orbit_exactly(burn_in: float) -> None:
     """A loss alternating 0, 1, 0, 1 … on every path (a lattice orbit of SignSGD, docs/theory.md §8)
-    has time average 1/2; over paired records the stationary window holds whole pairs, so the
-    estimate is exactly 1/2 whatever the run length (the SE over paths, 0 here, could not show an error)."""
+    has time average 1/2; over the engine's stratified records (pairs of consecutive steps) the
+    stationary window keeps whole pairs, so the estimate is exactly 1/2 whatever the run length
+    and the burn-in (the SE over paths, 0 here, could not show an error)."""
     for steps in range(151, 2000, 37):
-        recorded = np.array(paired_record_steps(steps, 100, burn_in))
-        assert recorded[0] == 0 and recorded[-1] == steps and (np.diff(recorded) > 0).all()
+        recorded = np.array(record_steps(steps, 100))
         values = np.repeat((recorded % 2).astype(float)[:, None], 2, axis=1)
         assert stationary_mean(values, recorded, burn_in).value == 0.5, steps
-    with pytest.raises(AnalysisError):
-        paired_record_steps(100, 2)
 
 
 def test_sde_fidelity_check_reads_the_pair_fidelity_numbers() -> None:

@@ -334,3 +334,33 @@ def test_expected_sign_without_noise_is_the_sign_of_the_gradient():
     for noise in (GaussianNoise(3, scale=scale), StudentTNoise(3, nu=3.0, scale=scale)):
         signs = noise.expected_sign(mean, torch.zeros_like(mean))
         assert torch.equal(signs, torch.sign(mean))
+
+
+def test_student_t_noise_is_not_compiled_and_runs_eagerly():
+    """Student-t noise's ``E sign`` calls scipy (its CDF), so the problem is not pure torch: with
+    ``compile="on"`` SignSGD's paper SDE (which asks the oracle for ``E sign``) runs eagerly, says
+    why, and gives the numbers of an eager run from the same seed."""
+    from optsde.optimizers import Hyperparameters, get_optimizer
+    from optsde.sde import SDERunner, simulate
+
+    h = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    assert NoisyProblem(Quadratic(h), GaussianNoise(2, scale=1.0)).compilable
+    problem = NoisyProblem(Quadratic(h), StudentTNoise(2, nu=3.0))
+    assert not problem.compilable
+    runner, x0 = SDERunner(get_optimizer("signsgd").sde("paper")), torch.ones(2, dtype=torch.float64)
+    runs = {
+        mode: simulate(
+            runner,
+            problem,
+            Hyperparameters(lr=0.01),
+            x0,
+            paths=8,
+            steps=40,
+            compile=mode,
+            generator=torch.Generator().manual_seed(0),
+        )
+        for mode in ("on", "off")
+    }
+    assert runs["on"].engine["path"] == "eager"
+    assert "not pure torch" in runs["on"].engine["fallback_reason"]
+    np.testing.assert_array_equal(runs["on"].values["loss"], runs["off"].values["loss"])

@@ -4,7 +4,8 @@ Additive noise ``Z`` with per-coordinate scale ``s`` (constant, or a function of
 ``x`` for state-dependent covariance), divided by ``√B`` for a minibatch of size
 ``B``.  Each model knows its variance, its Gaussian surrogate for the SDE
 diffusion, and ``E sign(g + Z)`` in closed form (docs/theory.md §3: erf for Gaussian noise,
-the Student-t CDF for Student-t noise).
+the Student-t CDF for Student-t noise), and declares whether all of it is pure torch
+(``pure_torch``), which decides whether a step through it may be compiled.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -67,6 +69,9 @@ class GaussianNoise:
     covariance: Tensor | None = None
     batch_size: int = 1
 
+    pure_torch: ClassVar[bool] = True
+    """Every method is torch operations only, so a step through this noise may be compiled."""
+
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise NoiseError(f"batch size must be a positive integer, got {self.batch_size}")
@@ -119,6 +124,10 @@ class StudentTNoise:
     nu: float
     scale: float | Tensor | ScaleFn = 1.0
     batch_size: int = 1
+
+    pure_torch: ClassVar[bool] = False
+    """Its ``expected_sign`` evaluates the Student-t CDF with scipy (:func:`student_t_cdf`), which
+    a compiled step cannot trace: a step through this noise runs eagerly."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.nu) and self.nu > 0):

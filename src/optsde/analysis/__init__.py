@@ -19,7 +19,6 @@ from optsde.analysis.checks import (
 from optsde.analysis.design import (
     check_run_design,
     hyperparameters_for,
-    paired_record_steps,
     quadratic_setting,
     recommended_laws,
     run_steps,
@@ -103,7 +102,6 @@ __all__ = [
     "mean_exists",
     "pair_fidelity",
     "paired_ratio",
-    "paired_record_steps",
     "per_path",
     "quadratic_setting",
     "quantile",

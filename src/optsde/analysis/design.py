@@ -4,14 +4,15 @@ A stationary average (:func:`~optsde.analysis.estimates.stationary_mean`) is hon
 part of the run before its window covers the transient and a few relaxation times, and when
 its records cannot alias a periodic motion of the optimizer.  :func:`settling_time` gives the
 first on a diagonal quadratic from what an optimizer family declares about itself
-(``spec.capabilities``), :func:`paired_record_steps` the second; :func:`recommended_laws` gives
-the theory's numbers to check such a run against.
+(``spec.capabilities``); the engine's stratified :func:`optsde.sde.record_steps` (pairs of
+consecutive steps), with :func:`~optsde.analysis.estimates.stationary_window` keeping whole
+pairs, gives the second.  :func:`recommended_laws` gives the theory's numbers to check such a
+run against.
 """
 
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -100,38 +101,6 @@ def run_steps(
     transient, relaxation = settling_time(spec, h, scale, hp, x0, slope)
     steps = math.ceil(2.0 * (transient + params["settle"] * relaxation) / hp.lr)
     return int(min(max(steps, params["min_steps"]), params["max_steps"]))
-
-
-def paired_record_steps(steps: int, points: int = 100, burn_in: float = 0.5) -> list[int]:
-    """Step 0 and ``points // 2`` pairs of consecutive steps ``k, k + 1``, one pair drawn uniformly
-    in each of equal slices of ``[1, steps]`` (every step when the run is short).
-
-    A time average over pairs is unbiased for any periodic motion and exact for period 2, where
-    one random step per slice is unbiased only: at κ ≫ 1 SignSGD settles on period-2 orbits of
-    the lattice ``x₀ + ηℤ`` whose phase is the same on every path (docs/theory.md §8), so the
-    paths cannot average the phase out and the SE over paths would not show the error.  So that
-    :func:`~optsde.analysis.estimates.stationary_window` with ``burn_in`` keeps whole pairs only,
-    the slices before and after ``burn_in × steps`` are laid out apart and the last pair ends at
-    ``steps``.  The stream is fixed by ``(steps, points, burn_in)``: every method of a comparison
-    is recorded at the same steps, and a run is reproducible.
-    """
-    slices = points // 2
-    if slices < 2 or not 0.0 <= burn_in < 1.0:
-        raise AnalysisError(
-            f"paired_record_steps needs points ≥ 4 and burn_in in [0, 1), got {points}, {burn_in}"
-        )
-    if steps <= 3 * slices:  # slices of at least 3 steps leave room for a pair
-        return list(range(steps + 1))
-    cut = math.ceil(burn_in * steps)
-    before = round(slices * cut / steps)
-    edges = np.unique(
-        np.r_[np.linspace(0, cut - 1, before + 1), np.linspace(cut - 1, steps, slices - before + 1)].round()
-    )
-    first, room = edges[:-1].astype(int) + 1, np.diff(edges).astype(int) - 1  # k + 1 stays inside the slice
-    rng = np.random.default_rng(zlib.crc32(f"pairs/{steps}/{points}/{burn_in}".encode()))
-    picks = first + np.minimum((rng.random(first.size) * room).astype(int), np.maximum(room - 1, 0))
-    picks[-1] = steps - 1
-    return sorted({0, *picks.tolist(), *(picks + 1).tolist()})
 
 
 def recommended_laws(

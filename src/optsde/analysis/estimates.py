@@ -82,14 +82,26 @@ def as_estimate(x: Estimate | float) -> Estimate:
     return x if isinstance(x, Estimate) else Estimate(float(x), 0.0)
 
 
+VALUE_DIGITS = 6
+"""At most this many significant digits of a value are printed (:func:`format_estimate`)."""
+
+
 def format_estimate(value: float, se: float) -> str:
-    """``0.123 ± 0.004``: the value to the SE's leading digit (two digits when it starts with 1 or 2)."""
+    """``0.123 ± 0.004``: the value to the SE's leading digit (two digits when it starts with 1 or 2).
+
+    At most :data:`VALUE_DIGITS` significant digits of the value: an SE below its last one (a
+    nearly exact number, e.g. a lattice orbit that every path shares) is written on its own to
+    two significant digits, ``0.00750000 ± 2.9e-19``.
+    """
     if not (math.isfinite(value) and math.isfinite(se)) or se <= 0:
         return f"{value:.4g} ± {se:.2g}"
     lead = math.floor(math.log10(se))
     digit = se / 10.0**lead
     last = lead - 1 if digit < 3 else lead  # the last digit shown
     top = math.floor(math.log10(max(abs(value), se)))
+    if last < top - VALUE_DIGITS + 1:
+        shown = f"{value:#.{VALUE_DIGITS}g}".rstrip(".")  # "#" keeps trailing zeros; no bare point
+        return f"{shown} ± {se:.2g}"
     if -4 <= top < 6 and last < 0:
         decimals = -last
         return f"{value:.{decimals}f} ± {se:.{decimals}f}"
@@ -148,9 +160,17 @@ def _paths(x: np.ndarray, name: str) -> np.ndarray:
 
 
 def stationary_window(steps: np.ndarray, burn_in: float) -> np.ndarray:
-    """Mask of the recorded steps at or after ``burn_in`` × the last recorded step (the last one always).
+    """Mask of the recorded steps at or after ``burn_in`` × the last recorded step: the last
+    ``1 − burn_in`` of a run that starts at step 0.
 
-    That is the last ``1 − burn_in`` of a run that starts at step 0.
+    Records taken as pairs of consecutive steps (:func:`optsde.sde.record_steps`, stratified)
+    stay whole pairs: where the window holds two consecutive steps, every run of consecutive
+    recorded steps in it of odd length loses its first record — the second half of a pair whose
+    partner lies before the window, or the first of ``k, k + 1, last`` when the run's last step
+    follows the last pair (a lone last step goes).  Each run then holds as many even as odd
+    steps, so a period-2 motion shared by every path (SignSGD on its lattice, docs/theory.md §8),
+    which the SE over paths cannot see, cannot bias a time average.  Records without pairs (a
+    linear or log grid) are kept as they are.
     """
     steps = np.asarray(steps)
     if not 0.0 <= burn_in < 1.0:
@@ -159,6 +179,12 @@ def stationary_window(steps: np.ndarray, burn_in: float) -> np.ndarray:
         return np.zeros(0, dtype=bool)
     mask = steps >= burn_in * steps[-1]
     mask[-1] = True
+    index = np.flatnonzero(mask)
+    consecutive = np.diff(steps[index]) == 1
+    if consecutive.any():
+        starts = np.flatnonzero(np.r_[True, ~consecutive])  # first record of each run
+        lengths = np.diff(np.r_[starts, index.size])
+        mask[index[starts[lengths % 2 == 1]]] = False
     return mask
 
 

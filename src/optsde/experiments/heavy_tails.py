@@ -17,10 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from optsde.analysis import (
     AtMost,
@@ -32,7 +29,6 @@ from optsde.analysis import (
     grouped_quantile,
     hyperparameters_for,
     mean_exists,
-    paired_record_steps,
     per_path,
     quadratic_setting,
     recommended_laws,
@@ -42,11 +38,11 @@ from optsde.analysis import (
     stationary_values,
 )
 from optsde.experiments.base import Context, ExperimentError, compare, experiment
-from optsde.figures import band_grid, diverged_handle, log_histograms, optimizer_style
+from optsde.figures.noise import band_grid, loss_vs_nu_figure, nu_histograms, nu_table
 from optsde.noise import StudentTNoise
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
 from optsde.problems.analytic import NoisyProblem, Quadratic
-from optsde.sde import Recording, loss_observable, x_observable
+from optsde.sde import Recording, loss_observable, record_steps, x_observable
 from optsde.theory.predictions import FORMULA_TOLERANCE
 from optsde.theory.signsgd import sign_slope
 
@@ -132,7 +128,7 @@ def nu_point(
         steps=steps,
         paths=params["paths"],
         models=sde_models(spec, nu),
-        record_at=paired_record_steps(steps, 100, params["burn_in"]),
+        record_at=record_steps(steps, 100),
         observables={"loss": loss_observable, "x": x_observable},
         label=label,
         burn_in=params["burn_in"],
@@ -182,45 +178,6 @@ def nu_point(
     return entry, comparison.recordings, checks
 
 
-def loss_vs_nu_figure(
-    blocks: dict[str, dict[str, Any]], nus: list[float], quantile_levels: list[float]
-) -> Figure:
-    """Median (filled; bars: the outer quantiles) and mean (hollow, where it exists) against ν."""
-    fig, ax = plt.subplots(figsize=(6.8, 4.4))
-    for i, (name, block) in enumerate(blocks.items()):
-        color = optimizer_style(get_optimizer(name))["color"]
-        for j, point in enumerate(block["points"]):
-            x, stats = j + 0.12 * (i - (len(blocks) - 1) / 2), point["methods"].get("optimizer")
-            if stats is None:
-                ax.plot(x, 0.97, "X", ms=8, color=color, transform=ax.get_xaxis_transform())
-                continue
-            q = list(stats["quantiles"].values())
-            ax.plot([x, x], [q[0], q[-1]], color=color, lw=1.2)
-            ax.plot(x, stats["median"], "o", color=color, label=f"{name} median" if j == 0 else None)
-            if stats["mean_finite"]:
-                ax.plot(
-                    x, stats["mean"], "D", mfc="none", color=color, label=f"{name} mean" if j == 0 else None
-                )
-            else:
-                ax.annotate(
-                    "no mean", (x, q[-1]), xytext=(2, 4), textcoords="offset points", fontsize=7, color=color
-                )
-    handles, _ = ax.get_legend_handles_labels()
-    levels = sorted(quantile_levels)
-    handles.append(
-        Line2D([], [], color="gray", lw=1.2, label=f"bars: pooled quantiles {levels[0]:g} – {levels[-1]:g}")
-    )
-    if any("optimizer" not in p["methods"] for b in blocks.values() for p in b["points"]):
-        handles.append(diverged_handle())
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(nus)), [f"ν = {nu:g}" for nu in nus])
-    ax.set_ylabel("stationary f")
-    ax.set_title("stationary loss under Student-t noise s·T_ν", fontsize=9)
-    ax.legend(handles=handles, fontsize=7, ncol=2)
-    fig.tight_layout()
-    return fig
-
-
 def add_nu_series(ctx: Context, name: str, points: list[dict[str, Any]]) -> None:
     """Rows ``median_loss`` and ``mean_loss`` against ν (in the column t) per method; no mean
     row where the mean does not exist."""
@@ -267,13 +224,7 @@ def run(ctx: Context) -> None:
             result.add_checks(name, checks)
         add_nu_series(ctx, name, blocks[name]["points"])
     result.figures["loss_vs_nu"] = loss_vs_nu_figure(blocks, nus, params["quantiles"])
-    samples = {f"ν = {nu:g}": {} for nu in nus}
-    for (name, nu), recordings in curves.items():
-        if recordings["optimizer"].divergence is None and len(recordings["optimizer"].steps) > 1:
-            values = stationary_values(recordings["optimizer"], "loss", params["burn_in"]).ravel()
-            samples[f"ν = {nu:g}"][name] = (values, optimizer_style(specs[name])["color"])
-    xlabel = "log₁₀ f (stationary; first bin: all below)"
-    result.figures["loss_distribution"] = log_histograms(samples, xlabel)
+    result.figures["loss_distribution"] = nu_histograms(curves, nus, params["burn_in"])
     with_sde = {
         (name, f"ν = {nu:g}"): recs for (name, nu), recs in curves.items() if sde_models(specs[name], 10)
     }
@@ -329,21 +280,5 @@ def write_report(ctx: Context, blocks: dict[str, dict[str, Any]], h: np.ndarray)
     say("")
     say("## Stationary loss per ν")
     say("")
-    quantiles = f"q{qs[0]:g} – q{qs[-1]:g}"
-    say(f"| optimizer | ν | method | mean ± SE | median ± SE | {quantiles} | SDE / optimizer − 1 (%) |")
-    say("|---|---|---|---|---|---|---|")
-    for name, block in blocks.items():
-        for p in block["points"]:
-            if not p["methods"]:
-                say(f"| {name} | {p['nu']:g} | optimizer | diverged | — | — | — |")
-            for method, s in p["methods"].items():
-                q, f = list(s["quantiles"].values()), p["fidelity"].get(method, {})
-                mean = str(Estimate(s["mean"], s["stderr"])) if s["mean_finite"] else "no mean"
-                error = (
-                    Estimate(f["stationary_rel_error"], f["stationary_rel_error_se"]) * 100
-                    if f.get("stationary_rel_error") is not None
-                    else "—"
-                )
-                median = Estimate(s["median"], s["median_se"])
-                quantiles = f"{q[0]:.3g} – {q[-1]:.3g}"
-                say(f"| {name} | {p['nu']:g} | {method} | {mean} | {median} | {quantiles} | {error} |")
+    for line in nu_table(blocks, qs):
+        say(line)

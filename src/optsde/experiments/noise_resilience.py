@@ -15,7 +15,6 @@ import math
 from typing import Any
 
 import numpy as np
-from matplotlib.lines import Line2D
 
 from optsde.analysis import (
     AtMost,
@@ -27,7 +26,6 @@ from optsde.analysis import (
     hyperparameters_for,
     loglog_fit,
     loglog_slope,
-    paired_record_steps,
     quadratic_setting,
     recommended_laws,
     recording_mean,
@@ -35,12 +33,18 @@ from optsde.analysis import (
     sde_fidelity_check,
 )
 from optsde.experiments.base import Comparison, Context, ExperimentError, compare, experiment
-from optsde.figures import Sweep, optimizer_style, settling_figure, sweep_figure
+from optsde.figures.noise import (
+    point_loss,
+    point_methods,
+    settling_curves,
+    settling_figure,
+    sigma_figures,
+    sigma_table,
+)
 from optsde.noise import GaussianNoise
 from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
 from optsde.problems.analytic import NoisyProblem, Quadratic
-from optsde.report import method_style
-from optsde.sde import loss_observable
+from optsde.sde import loss_observable, record_steps
 from optsde.theory.predictions import FORMULA_TOLERANCE, regime_statement
 
 NAME = "noise-resilience"
@@ -108,7 +112,7 @@ def sigma_point(
         paths=params["paths"],
         models=sde_models(spec, params["sdes"]),
         substeps=params["substeps"],
-        record_at=paired_record_steps(steps, 100, params["burn_in"]),
+        record_at=record_steps(steps, 100),
         observables={"loss": loss_observable},
         label=f"{spec.name}-sigma{sigma:g}",
         burn_in=params["burn_in"],
@@ -123,22 +127,17 @@ def sigma_point(
     return entry, comparison
 
 
-def loss_at(point: dict[str, Any], method: str = "optimizer") -> Estimate | None:
-    numbers = point["stationary_loss"].get(method)
-    return None if numbers is None else Estimate(numbers["mean"], numbers["stderr"])
-
-
 def fit_laws(
     spec: OptimizerSpec, hp: Hyperparameters, points: list[dict], kappa_fit: float
 ) -> tuple[dict, list]:
     """The log-log slope over ``κ ≤ kappa_fit`` and the local slope over the two largest σ, checked
     against the σ-law, the recommended law's slope over the same σ and, if bounded, its bound."""
     exponent = spec.noise_exponent(hp)
-    usable = [p for p in points if p["kappa"] <= kappa_fit and loss_at(p) is not None]
+    usable = [p for p in points if p["kappa"] <= kappa_fit and point_loss(p) is not None]
     laws: dict[str, Any] = {"law_exponent": exponent, "kappa_fit": kappa_fit, "fit": None}
     if len(usable) < 2:
         return laws, []
-    sig, loss = [p["sigma"] for p in usable], [loss_at(p) for p in usable]
+    sig, loss = [p["sigma"] for p in usable], [point_loss(p) for p in usable]
     fit, top = loglog_fit(sig, loss), loglog_fit(sig[-2:], loss[-2:])
     laws["fit"] = {"slope": fit.slope.value, "slope_se": fit.slope.se, "chi2_per_dof": fit.chi2_per_dof}
     laws["fit"] |= {"points": fit.points, "sigmas": sig}
@@ -170,7 +169,7 @@ def point_checks(spec: OptimizerSpec, points: list[dict[str, Any]], kappa_fit: f
     stationary loss against the optimizer's where ``κ ≤ kappa_fit``."""
     checks, primary = [], f"sde-{spec.capabilities.primary_sde}"
     for p in points:
-        loss, law, fid, at = loss_at(p), p["theory"], p["fidelity"].get(primary, {}), f"σ={p['sigma']:g}"
+        loss, law, fid, at = point_loss(p), p["theory"], p["fidelity"].get(primary, {}), f"σ={p['sigma']:g}"
         if loss is not None and law and law["valid"]:
             text = f"stationary loss (κ = {p['kappa']:.3g}) against {law['formula']}"
             checks.append(Check(f"E f at {at}", loss, law["value"], Within(FORMULA_TOLERANCE), text))
@@ -181,68 +180,17 @@ def point_checks(spec: OptimizerSpec, points: list[dict[str, Any]], kappa_fit: f
     return checks
 
 
-def rel_error(point: dict[str, Any], method: str) -> Estimate | None:
-    """``method``'s stationary loss relative to the optimizer's, minus 1, in percent."""
-    f = point["fidelity"].get(method, {})
-    if "stationary_rel_error" not in f:
-        return None
-    return Estimate(f["stationary_rel_error"], f["stationary_rel_error_se"]) * 100
-
-
-def methods_of(points: list[dict[str, Any]]) -> list[str]:
-    """``optimizer`` first, then the SDEs, as they appear in the points."""
-    found = {m for p in points for m in (*p["stationary_loss"], *p["fidelity"])}
-    return sorted(found | {"optimizer"}, key=lambda m: (m != "optimizer", m))
-
-
 def add_sigma_series(ctx: Context, name: str, points: list[dict[str, Any]]) -> None:
     """Rows ``stationary_loss`` against σ (in the column t) per method, and the recommended law
     (method ``theory``, SE 0) where it has a value."""
     panel = f"{name} stationary loss vs sigma"
-    rows = {m: [(p["sigma"], loss_at(p, m)) for p in points if loss_at(p, m)] for m in methods_of(points)}
+    methods = point_methods(points)
+    rows = {m: [(p["sigma"], point_loss(p, m)) for p in points if point_loss(p, m)] for m in methods}
     rows["theory"] = [(p["sigma"], Estimate(p["theory"]["value"], 0.0)) for p in points if p["theory"]]
     for method, kept in rows.items():
         sig, est = np.array([s for s, _ in kept]), [e for _, e in kept]
         values, errors = np.array([e.value for e in est]), np.array([e.se for e in est])
         ctx.result.add_series(panel, method, sig, "stationary_loss", values, errors)
-
-
-def figures(ctx: Context, blocks: dict[str, dict[str, Any]], h: np.ndarray) -> None:
-    """loss_vs_sigma (optimizers filled, SDEs hollow, the recommended law as a line, the bound of a
-    bounded optimizer dotted) and sde_fidelity (κ on the top axis)."""
-    params, sweeps, fidelity, lines = ctx.params, [], [], []
-    shade = (params["lr"] * float(h.max()) / params["kappa_fit"], f"κ > {params['kappa_fit']:g}")
-    for i, (name, block) in enumerate(blocks.items()):
-        style, points, fit = optimizer_style(get_optimizer(name)), block["points"], block["laws"]["fit"]
-        x, color = [p["sigma"] for p in points], style["color"]
-        label = style["label"] + (f" (slope {fit['slope']:.3f} ± {fit['slope_se']:.3f})" if fit else "")
-        sweeps.append(Sweep(x, [loss_at(p) for p in points], color, "optimizer", label))
-        for method in methods_of(points)[1:]:
-            sweeps.append(Sweep(x, [loss_at(p, method) for p in points], color, method))
-            values = [rel_error(p, method) for p in points]
-            tag = f"{style['label']}: {method_style(method)['label']}"
-            fidelity.append(Sweep(x, values, color, method, tag, 10 ** (0.025 * (i - len(blocks) / 2))))
-        for key, ls in (("theory", "-"), ("bound", ":")):
-            known = [(p["sigma"], p[key]["value"]) for p in points if p[key]]
-            if known and (key == "theory" or block["laws"]["law_exponent"] == 0):
-                tag = (
-                    {"label": f"{style['label']}: bound {points[-1]['bound']['formula']}"}
-                    if ls == ":"
-                    else {}
-                )
-                lines.append((*zip(*known, strict=True), {"ls": ls, "lw": 0.9, "color": color, **tag}))
-    law_line = Line2D([], [], color="gray", lw=0.9, label="theory's recommended law (docs/theory.md §8)")
-    title = f"asymptotic loss vs σ at η = {params['lr']:g}, H = diag({', '.join(f'{v:g}' for v in h)})"
-    axes = {"xlabel": "noise level σ", "shade": shade}
-    ctx.result.figures["loss_vs_sigma"] = sweep_figure(
-        sweeps, lines, ylabel="stationary E f", title=title, extra_handles=[law_line], **axes
-    )
-    if fidelity:
-        kappa_axis = (params["lr"] * float(h.max()), "κ = η·max h/σ")
-        ylabel = "SDE / optimizer − 1 (%)\nstationary loss"
-        ctx.result.figures["sde_fidelity"] = sweep_figure(
-            fidelity, ylabel=ylabel, logy=False, top_axis=kappa_axis, **axes
-        )
 
 
 @experiment(
@@ -278,16 +226,13 @@ def run(ctx: Context) -> None:
             block["points"].append(entry)
             result.summary["divergences"] += [f"{name} at σ={sigma:g}: {d}" for d in comparison.divergences()]
             if sigma in (sigmas[0], sigmas[-1]):
-                style = {"color": optimizer_style(spec)["color"]}
-                curves.setdefault(f"σ = {sigma:g}, κ = {comparison.kappa:.3g}", []).extend(
-                    (rec, style | {"ls": method_style(m).get("linestyle", "-"), "label": f"{name} {m}"})
-                    for m, rec in comparison.recordings.items()
-                )
+                title = f"σ = {sigma:g}, κ = {comparison.kappa:.3g}"
+                curves.setdefault(title, []).extend(settling_curves(name, comparison.recordings))
         block["laws"], law_checks = fit_laws(spec, hps[name], block["points"], params["kappa_fit"])
         result.add_checks(f"{name}: noise law", law_checks)
         result.add_checks(f"{name}: per σ", point_checks(spec, block["points"], params["kappa_fit"]))
         add_sigma_series(ctx, name, block["points"])
-    figures(ctx, blocks, h)
+    result.figures.update(sigma_figures(blocks, h, params["lr"], params["kappa_fit"]))
     result.figures["settling"] = settling_figure(curves, params["burn_in"])
     write_report(ctx, blocks, h, x0, sigmas)
 
@@ -323,8 +268,8 @@ def write_report(ctx: Context, blocks: dict, h: np.ndarray, x0: np.ndarray, sigm
         text += f"(χ²/dof {fit['chi2_per_dof']:.2g}), over the two largest σ {top}"
         if "closed_form_slope" in laws:
             text += f"; the recommended law's slope {laws['closed_form_slope']:.3f}"
-        if loss_at(last) and last["theory"]:
-            ratio = loss_at(last) / last["theory"]["value"]
+        if point_loss(last) and last["theory"]:
+            ratio = point_loss(last) / last["theory"]["value"]
             text += f". At σ = {last['sigma']:g}, E f is {ratio} × {last['theory']['formula']}"
         say(text + ".")
     say("")
@@ -341,21 +286,8 @@ def write_report(ctx: Context, blocks: dict, h: np.ndarray, x0: np.ndarray, sigm
     say("")
     say("## Stationary loss per σ")
     for name, block in blocks.items():
-        sdes = methods_of(block["points"])[1:]
         say("")
         say(f"### {name}")
         say("")
-        say(
-            "| σ | κ | steps | E f ± SE | recommended law | "
-            + " | ".join(f"{m} − 1 (%)" for m in sdes)
-            + " |"
-        )
-        say("|" + "---|" * (5 + len(sdes)))
-        for p in block["points"]:
-            law = p["theory"]
-            cells = [f"{p['sigma']:.3g}", f"{p['kappa']:.3g}", str(p["steps"]), str(loss_at(p) or "diverged")]
-            cells.append(
-                "—" if not law else f"{law['value']:.4g}" + ("" if law["valid"] else " (outside regime)")
-            )
-            cells += [str(rel_error(p, m) or "—") for m in sdes]
-            say("| " + " | ".join(cells) + " |")
+        for line in sigma_table(block["points"]):
+            say(line)

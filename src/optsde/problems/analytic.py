@@ -155,7 +155,10 @@ class NoisyProblem:
     def grad(self, x: Tensor) -> Tensor:
         return self.landscape.grad(x)
 
-    compilable = True
+    @property
+    def compilable(self) -> bool:
+        """A step through this oracle is pure torch where its noise model is (``noise.pure_torch``)."""
+        return self.noise.pure_torch
 
     def sample_gradient(self, x: Tensor, random: RandomSource | torch.Generator | None) -> Tensor:
         return self.landscape.grad(x) + self.noise.sample(x, random)
