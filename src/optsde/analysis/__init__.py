@@ -13,6 +13,7 @@ from optsde.analysis.checks import (
     Rule,
     Verdict,
     Within,
+    bound_check,
     checks_summary,
     checks_table,
 )
@@ -25,6 +26,7 @@ from optsde.analysis.design import (
     run_steps,
     sde_fidelity_check,
     settling_time,
+    stationary_loss_check,
 )
 from optsde.analysis.estimates import (
     AnalysisError,
@@ -34,6 +36,7 @@ from optsde.analysis.estimates import (
     Stationarity,
     as_estimate,
     format_estimate,
+    furthest_from_curve,
     gap_profile,
     grouped_quantile,
     hill_tail_index,
@@ -85,6 +88,7 @@ __all__ = [
     "Verdict",
     "Within",
     "as_estimate",
+    "bound_check",
     "burn_in_mask",
     "check_run_design",
     "checks_summary",
@@ -92,6 +96,7 @@ __all__ = [
     "departure_step",
     "fidelity_summary",
     "format_estimate",
+    "furthest_from_curve",
     "gap_profile",
     "grouped_quantile",
     "hill_tail_index",
@@ -116,6 +121,7 @@ __all__ = [
     "sde_fidelity_check",
     "settling_time",
     "stationarity",
+    "stationary_loss_check",
     "stationary_mean",
     "stationary_values",
     "stationary_window",
