@@ -24,10 +24,12 @@ from optsde.analysis import (
     InRange,
     Matches,
     Within,
+    bound_check,
     checks_summary,
     checks_table,
     departure_step,
     fidelity_summary,
+    furthest_from_curve,
     grouped_quantile,
     hill_tail_index,
     independent_ratio,
@@ -42,6 +44,7 @@ from optsde.analysis import (
     sample_mean,
     sde_fidelity_check,
     stationarity,
+    stationary_loss_check,
     stationary_mean,
     stationary_window,
     time_averaged_gap,
@@ -334,6 +337,47 @@ def test_worst_excess_ranks_by_standard_errors() -> None:
     assert k == 1 and math.isnan(value.se)  # one path: by the mean, SE unknown
     with pytest.raises(AnalysisError):
         worst_excess(np.zeros((0, 3)))
+
+
+def test_bound_check_judges_the_closest_record() -> None:
+    """An exact bound per record: judged at the record nearest it in SE, against the bound there; a
+    bound per path is paired with its path; no records: inconclusive, saying why."""
+    t = np.array([0.0, 1.0, 2.0])
+    values = np.array([[0.0, 0.2], [0.8, 1.0], [0.2, 0.4]])
+    check = bound_check("b", "E f", t, values, np.array([2.0, 1.0, 2.0]))
+    assert check.value == sample_mean(values[1]) and check.target == 1.0 and check.verdict == "pass"
+    assert check.description == "E f (closest at t = 1)"
+    assert bound_check("b", "E f", t, values, np.array([2.0, 0.5, 2.0])).verdict == "fail"
+    per_path = values + np.array([0.1, 0.3])  # each path's bound just above it: margins -0.1, -0.3
+    paired = bound_check("b", "E f", t, values, per_path)
+    assert paired.value.value == pytest.approx(-0.2) and paired.target is None and paired.verdict == "pass"
+    assert bound_check("b", "E f", t, values, values - 0.1).verdict == "fail"
+    empty = bound_check("b", "E f", t[:0], values[:0], per_path[:0], " — not reached")
+    assert empty.verdict == "inconclusive" and empty.description == "E f — not reached"
+
+
+def test_furthest_from_curve_finds_the_largest_gap() -> None:
+    curve = np.array([[1.0, 2.0], [1.0, 4.0], [2.0, 2.0]])
+    values = np.repeat(curve[:, None, :], 3, axis=1) + np.array([-0.1, 0.0, 0.1])[None, :, None]
+    values[1, :, 1] += 0.5  # mean 4.5 against 4: the largest absolute gap
+    values[2, :, 0] -= 0.4  # mean 1.6 against 2: the largest relative gap (20%)
+    where, gap = furthest_from_curve(values, curve)
+    assert where == (1, 1) and gap == Estimate(pytest.approx(0.5), pytest.approx(0.1 / math.sqrt(3)))
+    where, ratio_ = furthest_from_curve(values, curve, relative=True)
+    assert where == (2, 0) and ratio_ == Estimate(pytest.approx(0.8), pytest.approx(0.05 / math.sqrt(3)))
+    with pytest.raises(AnalysisError):
+        furthest_from_curve(values, curve[:, :1])
+
+
+def test_stationary_loss_check_reads_the_pair_fidelity_numbers() -> None:
+    numbers = {"stationary_sde": 1.02, "stationary_sde_se": 0.01}
+    numbers |= {"stationary_optimizer": 1.0, "stationary_optimizer_se": 0.01}
+    check = stationary_loss_check("sde", numbers, Within(0.05), "against the optimizer")
+    assert check.value == Estimate(1.02, 0.01) and check.target == Estimate(1.0, 0.01)
+    assert check.verdict == "pass"
+    assert (
+        stationary_loss_check("sde", {**numbers, "stationary_sde": 1.3}, Within(0.05), "").verdict == "fail"
+    )
 
 
 def test_restrict_keeps_the_selected_records() -> None:

@@ -40,11 +40,13 @@ from optsde.theory.signsgd import (
     phase_indicator,
     phase_observables,
     phase_occupancy,
+    phase_stretch,
     phase_windows,
     signsgd_phase1_loss_bound,
     signsgd_phase2_mean_bounds,
     signsgd_phase3_loss_bound,
     signsgd_phase3_mean,
+    signsgd_phase3_moments,
     signsgd_phase3_rate,
     signsgd_phase3_second_moment,
     signsgd_phase3_second_moment_scheduled,
@@ -475,6 +477,21 @@ def test_phase3_settling_time_is_when_the_moment_equation_is_within_tolerance():
     assert phase3_settling_time(stationary, h, s, lr) == 0.0
 
 
+def test_signsgd_phase3_moments_start_at_the_entry_moments_and_settle():
+    """From the measured moments at entry: E X relaxes to 0, E X² to its stationary value."""
+    h, s, lr, mean0, second0 = (
+        np.array([1.0, 2.0]),
+        0.1,
+        0.001,
+        np.array([0.07, 0.04]),
+        np.array([0.006, 0.002]),
+    )
+    mean, second = signsgd_phase3_moments(np.array([0.0, 50.0]), mean0, second0, h, s, lr)
+    assert mean[0] == pytest.approx(mean0) and second[0] == pytest.approx(second0)
+    assert mean[1] == pytest.approx(0.0, abs=1e-12)
+    assert second[1] == pytest.approx(signsgd_phase3_stationary_second_moment(h, s, lr), rel=1e-9)
+
+
 def test_phase2_steps_cover_the_simulated_phase2_window():
     """The phase-1 ODE's estimate of when phase 2 comes brackets where SignSGD's paths are in it."""
     h, s, lr, x0 = [1.0, 2.0], 0.1, 0.001, [0.5, 0.5]
@@ -500,6 +517,10 @@ def test_phase2_steps_cover_the_simulated_phase2_window():
         )
         held = rec.times[rec.mean("phase2")[:, i] >= 0.95]
         assert (entry["phase2_from"], entry["phase2_to"]) == (held[0], held[-1])
+        stretch = phase_stretch(rec, 0.95, 2, i)
+        assert rec.times[stretch[0]] == held[0] and (np.diff(stretch) == 1).all()
+    together = phase_stretch(rec, 0.95, 1)  # every coordinate in phase 1: until the first one leaves
+    assert together[0] == 0 and rec.times[together[-1]] == min(w["phase1_to"] for w in windows)
     assert phase2_steps([0.01, 0.01], h, s, lr) == range(0), "no coordinate starts in phase 1"
 
 

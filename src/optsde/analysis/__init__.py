@@ -13,6 +13,7 @@ from optsde.analysis.checks import (
     Rule,
     Verdict,
     Within,
+    bound_check,
     checks_summary,
     checks_table,
 )
@@ -24,6 +25,7 @@ from optsde.analysis.design import (
     run_steps,
     sde_fidelity_check,
     settling_time,
+    stationary_loss_check,
 )
 from optsde.analysis.estimates import (
     AnalysisError,
@@ -33,6 +35,7 @@ from optsde.analysis.estimates import (
     Stationarity,
     as_estimate,
     format_estimate,
+    furthest_from_curve,
     gap_profile,
     grouped_quantile,
     hill_tail_index,
@@ -84,6 +87,7 @@ __all__ = [
     "Verdict",
     "Within",
     "as_estimate",
+    "bound_check",
     "burn_in_mask",
     "check_run_design",
     "checks_summary",
@@ -91,6 +95,7 @@ __all__ = [
     "departure_step",
     "fidelity_summary",
     "format_estimate",
+    "furthest_from_curve",
     "gap_profile",
     "grouped_quantile",
     "hill_tail_index",
@@ -114,6 +119,7 @@ __all__ = [
     "sde_fidelity_check",
     "settling_time",
     "stationarity",
+    "stationary_loss_check",
     "stationary_mean",
     "stationary_values",
     "stationary_window",

@@ -19,7 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from optsde.analysis.estimates import AnalysisError, Estimate, as_estimate
+import numpy as np
+
+from optsde.analysis.estimates import AnalysisError, Estimate, as_estimate, sample_mean, worst_excess
 from optsde.analysis.policy import POLICY, TolerancePolicy
 
 Verdict = Literal["pass", "fail", "inconclusive"]
@@ -242,3 +244,21 @@ def checks_summary(checks: Iterable[Check]) -> dict[str, Any]:
     counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
     overall = "fail" if counts["fail"] else "inconclusive" if counts["inconclusive"] else "pass"
     return {"verdict": overall, **counts, "z": POLICY.z, "checks": rows}
+
+
+def bound_check(
+    name: str, description: str, t: np.ndarray, values: np.ndarray, bound: np.ndarray, unreached: str = ""
+) -> Check:
+    """``E values ≤ bound`` over the records ``(T, P)`` at times ``t``, judged where the mean comes
+    closest in SE (:func:`~optsde.analysis.estimates.worst_excess`).  A ``bound`` per record ``(T,)``
+    is exact; a bound per path ``(T, P)`` is paired with its path, so the SE is that of the margin.
+    With no records the check is inconclusive and its description ends with ``unreached``.
+    """
+    paired = np.ndim(bound) == 2
+    if not len(values):
+        return Check(name, Estimate(math.nan, math.nan), None, AtMost(0.0), description + unreached)
+    k, excess = worst_excess(values - (bound if paired else bound[:, None]))
+    where = f"{description} (closest at t = {t[k]:.3g})"
+    if paired:
+        return Check(name, excess, None, AtMost(0.0), where)
+    return Check(name, sample_mean(values[k]), float(bound[k]), AtMost(), where)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from optsde.analysis.checks import Check, Within
+from optsde.analysis.checks import Check, Rule, Within
 from optsde.analysis.estimates import AnalysisError, Estimate
 from optsde.errors import OptsdeError
 from optsde.optimizers import Hyperparameters, OptimizerSpec
@@ -131,3 +131,11 @@ def sde_fidelity_check(name: str, numbers: Mapping[str, Any], rel: float, descri
         return None
     ratio = Estimate(1.0 + numbers["stationary_rel_error"], numbers["stationary_rel_error_se"])
     return Check(name, ratio, 1.0, Within(rel), description)
+
+
+def stationary_loss_check(name: str, numbers: Mapping[str, Any], rule: Rule, description: str) -> Check:
+    """An SDE's stationary loss against its optimizer's, both with their SE (``numbers`` of
+    :func:`~optsde.analysis.recordings.pair_fidelity`, independent paths), under ``rule``."""
+    value = Estimate(numbers["stationary_sde"], numbers["stationary_sde_se"])
+    target = Estimate(numbers["stationary_optimizer"], numbers["stationary_optimizer_se"])
+    return Check(name, value, target, rule, description)

@@ -332,6 +332,27 @@ def worst_excess(excess: np.ndarray) -> tuple[int, Estimate]:
     return worst, sample_mean(x[worst])
 
 
+def furthest_from_curve(
+    values: np.ndarray, curve: np.ndarray, relative: bool = False
+) -> tuple[tuple[int, ...], Estimate]:
+    """Where the mean over paths of ``values`` ``(T, P, ...)`` is furthest from ``curve`` ``(T, ...)``
+    (a closed form on the same records): by ``|mean − curve|``, or by ``|mean/curve − 1|`` if
+    ``relative``.  Returns that index (records and trailing axes, no path axis) and there
+    ``|mean − curve|``, or ``mean/curve``, with its SE over the independent paths.
+    """
+    x, law = np.asarray(values, dtype=float), np.asarray(curve, dtype=float)
+    if x.ndim < 2 or x.shape[:1] + x.shape[2:] != law.shape:
+        raise AnalysisError(f"values {x.shape} must be (records, paths, ...) over a curve {law.shape}")
+    mean = x.mean(axis=1)
+    distance = np.abs(mean / law - 1) if relative else np.abs(mean - law)
+    where = tuple(int(k) for k in np.unravel_index(np.argmax(distance), distance.shape))
+    there = sample_mean(x[(where[0], slice(None), *where[1:])])
+    if relative:
+        return where, there / float(law[where])
+    gap = there - float(law[where])
+    return where, Estimate(abs(gap.value), gap.se)
+
+
 def worst_record(reference: np.ndarray, model: np.ndarray) -> int:
     """Index of the record where :func:`max_gap` is attained."""
     return int(np.argmax(np.abs(gap_profile(reference, model)[0])))

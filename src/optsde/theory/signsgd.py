@@ -596,3 +596,23 @@ def phase_windows(rec: Recording, occupancy: float) -> list[dict[str, float | No
             entry[f"phase{k}_to"] = float(held[-1]) if held.size else None
         windows.append(entry)
     return windows
+
+
+def phase_stretch(rec: Recording, occupancy: float, phase: int, coordinate: int | None = None) -> np.ndarray:
+    """Record indices of the first stretch during which at least ``occupancy`` of ``rec``'s paths
+    are in phase ``phase``: in coordinate ``coordinate``, or in every coordinate at once (None).
+
+    ``rec`` must carry the :func:`phase_observables`.
+    """
+    held = rec.mean(f"phase{phase}") >= occupancy
+    return first_stretch(held.all(axis=1) if coordinate is None else held[:, coordinate])
+
+
+def signsgd_phase3_moments(
+    tau: ArrayLike, mean0: ArrayLike, second_moment0: ArrayLike, h: ArrayLike, s: ArrayLike, lr: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``E X`` and ``E X²`` a time ``tau`` after phase-3 entry from the moments there, ``E X₀`` and
+    ``E X₀²`` (a random start; docs/theory.md §5): :func:`signsgd_phase3_mean` and
+    :func:`signsgd_phase3_second_moment`, each ``(T, d)``."""
+    second = signsgd_phase3_second_moment(tau, mean0, h, s, lr, second_moment0=second_moment0)
+    return signsgd_phase3_mean(tau, mean0, h, s), second
