@@ -22,8 +22,8 @@ from conftest import Z_TOL
 from optsde.analysis import fidelity_summary
 from optsde.errors import OptsdeError
 from optsde.experiments.base import Context, ExperimentError, get_experiment
+from optsde.experiments.network_panels import mark_departures, tracking_checks, warm_starts
 from optsde.figures import panels_figure
-from optsde.network_panels import mark_departures, tracking_checks, warm_starts
 from optsde.optimizers import get_optimizer
 from optsde.problems.network import network_problem
 from optsde.report import SERIES_COLUMNS, fidelity_table, write_result

@@ -17,8 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from optsde.experiments.base import Context, ExperimentError, experiment
-from optsde.figures import panels_figure
-from optsde.network_panels import (
+from optsde.experiments.network_panels import (
     NETWORK_DEFAULTS,
     PAPER_DATASETS,
     build_problem,
@@ -29,6 +28,7 @@ from optsde.network_panels import (
     run_panel,
     sde_keys,
 )
+from optsde.figures import panels_figure
 from optsde.optimizers import get_optimizer
 from optsde.report import method_style
 from optsde.sde import Recording

@@ -23,8 +23,7 @@ import torch
 from matplotlib.figure import Figure
 
 from optsde.experiments.base import Context, experiment
-from optsde.figures import panels_figure
-from optsde.network_panels import (
+from optsde.experiments.network_panels import (
     NETWORK_DEFAULTS,
     PAPER_DATASETS,
     build_problem,
@@ -35,6 +34,7 @@ from optsde.network_panels import (
     run_panel,
     sde_keys,
 )
+from optsde.figures import panels_figure
 from optsde.noise import gaussian_sign_mean
 from optsde.optimizers import get_optimizer
 from optsde.problems.network import NetworkProblem
