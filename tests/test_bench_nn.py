@@ -77,6 +77,13 @@ def test_table_says_which_variance_path_meets_the_bar(tmp_path):
         assert f"sde-refined with variance={variance}" in table
         assert f"sde-paper with variance={variance}" in table
     assert all(r["method"] in table for r in records)
+    exact = [r for r in records if r["variance_path"] == "per-example"]
+    worst = max(exact, key=lambda r: r["ratio"])
+    verdict = "within" if worst["ratio"] <= 2.0 else "more than"
+    assert (
+        f"mlp: exact diag C, dearest SDE step {worst['method']} costs {worst['ratio']:.2f} "
+        f"optimizer steps ({verdict} 2×)"
+    ) in table
 
 
 def test_cli_writes_json(tmp_path, capsys):

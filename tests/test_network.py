@@ -401,3 +401,30 @@ def test_optimizers_and_sdes_run_on_a_network(optimizer):
         )
         assert rec.divergence is None and rec.values["loss"].shape == (3, 3)
         assert (rec.values["loss"][-1] < rec.values["loss"][0] + 1e-3).all()
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_one_pass_gives_gradient_variance_and_noise_of_brute_force(arch, monkeypatch):
+    """A step needing ∇f, the exact diag C and a noise sample gets all three from one pass over
+    per-example gradients; each equals its brute-force value, the noise
+    ``n^{-1/2} Σ_n z_n (∇ℓ_n − ∇f) · √factor`` for the very ``z`` the step drew."""
+    data = breast_cancer(train_size=12) if arch == "mlp" else digits(train_size=12)
+    model = build_model(arch, data.input_shape, data.num_classes, width=4 if arch != "transformer" else 8)
+    problem = NetworkProblem(model=model, data=data, batch_size=3)
+    x = start(problem, paths=2, spread=0.05)
+
+    def no_second_pass(*args):
+        raise AssertionError("the noise took a weighted-loss pass of its own")
+
+    monkeypatch.setattr(problem, "_weighted_gradients", no_second_pass)
+    needs = frozenset({"grad", "variance", "noise"})
+    at = problem.evaluate(x, needs, GeneratorSource(torch.Generator().manual_seed(5)))
+    z = GeneratorSource(torch.Generator().manual_seed(5)).normal((2, problem.estimation_size), x)
+    for p in range(2):
+        per_example = brute_example_gradients(problem, x[p])
+        mean = per_example.mean(dim=0)
+        torch.testing.assert_close(at.grad[p], mean, rtol=1e-8, atol=1e-12)
+        expected = per_example.var(dim=0, unbiased=False) * problem.covariance_factor
+        torch.testing.assert_close(at.variance[p], expected, rtol=1e-7, atol=1e-14)
+        noise = z[p] @ (per_example - mean) / math.sqrt(12) * math.sqrt(problem.covariance_factor)
+        torch.testing.assert_close(at.noise[p], noise, rtol=1e-7, atol=1e-12)

@@ -12,8 +12,9 @@ simulating the SDE instead of running the optimizer.
 Two ways to get ``diag C`` (docs/theory.md §4) are timed side by side:
 
 - ``per-example``: exact, from per-example gradients (``torch.func.vmap(grad)``); for the
-  MLP, whose parameters all sit in ``nn.Linear`` layers, layer-wise from one more backward
-  pass per path;
+  MLP, whose parameters all sit in ``nn.Linear`` layers, layer-wise from one backward pass
+  per path.  The same pass gives ``∇f`` and the step's noise sample, so an SDE step costs
+  one pass over per-example gradients (docs/networks.md, "Exact per-example statistics");
 - ``projection``: unbiased, from one more backward pass of a randomly weighted loss.
 
 Every runner advances its own state, one step per timing, so no step reuses the oracle's
@@ -74,6 +75,9 @@ HYPERPARAMETERS = {
 RATIO_BAR = 3.0
 """The ratio the table marks: an SDE step that costs at most this many optimizer steps makes
 simulating the SDE about as affordable as training with the optimizer."""
+
+EXACT_BAR = 2.0
+"""The cost the exact ``diag C`` is held to: an SDE step with it at most this many optimizer steps."""
 
 MEMORY_CPU = (
     "peak RSS increase during one step (VmHWM after reset − VmRSS before; glibc mmap threshold 64 KiB)"
@@ -384,7 +388,8 @@ def format_nn_table(records: list[dict[str, Any]]) -> str:
 
 
 def bar_verdict(records: list[dict[str, Any]]) -> list[str]:
-    """One line per AdamW SDE on the MLP: its step's cost in AdamW steps, per variance path."""
+    """One line per AdamW SDE on the MLP: its step's cost in AdamW steps, per variance path;
+    then one line per architecture: the dearest SDE step with the exact ``diag C``."""
     lines = []
     for r in records:
         if r["model"] == "mlp" and r["optimizer"] == "adamw":
@@ -392,5 +397,14 @@ def bar_verdict(records: list[dict[str, Any]]) -> list[str]:
             lines.append(
                 f"MLP: one {r['sde']} with variance={r['variance_path']} step costs {r['ratio']:.2f} "
                 f"AdamW steps ({within} {RATIO_BAR:g}×)"
+            )
+    for model in dict.fromkeys(r["model"] for r in records):
+        exact = [r for r in records if r["model"] == model and r["variance_path"] == "per-example"]
+        if exact:
+            worst = max(exact, key=lambda r: r["ratio"])
+            within = "within" if worst["ratio"] <= EXACT_BAR else "more than"
+            lines.append(
+                f"{model}: exact diag C, dearest SDE step {worst['method']} costs {worst['ratio']:.2f} "
+                f"optimizer steps ({within} {EXACT_BAR:g}×)"
             )
     return lines

@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from optsde.cli.common import HelpFormatter, finite_float, positive_float, positive_int
+from optsde.cli.noise_scale import add_problem_flags
 from optsde.errors import OptsdeError
+from optsde.noise_scale import problem_noise_scale, regime_warning
 from optsde.optimizers import OPTIMIZERS, get_optimizer
+from optsde.problems.network import network_problem
 from optsde.results import check_new_file
 from optsde.scaling import (
     TORCH_DEFAULTS,
@@ -30,6 +33,8 @@ from optsde.scaling import (
 EXAMPLE = """examples:
   optsde scale --optimizer adamw --from-batch 256 --to-batch 1024 --lr 1e-3 --weight-decay 0.1
   optsde scale --config adamw.yaml --to-batch 1024 --write adamw-1024.yaml --rule paper
+  optsde scale --optimizer signsgd --from-batch 32 --to-batch 512 --lr 1e-3 --noise-scale 300
+  optsde scale --optimizer adamw --from-batch 32 --to-batch 128 --lr 1e-3 --model cnn --dataset digits
 """
 
 
@@ -80,7 +85,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="one rule only, also --write's (default: all the optimizer's rules; --write takes the first)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    regime = parser.add_argument_group(
+        "regime check",
+        "the rules were derived where gradient noise dominates, B2 well below the gradient noise scale "
+        "B_simple = tr(C)/|∇f|² (docs/theory.md §9); give B_simple, or a built-in model and data set to "
+        "measure it at their initial weights, and a one-line warning says when B2 ≥ B_simple",
+    )
+    regime.add_argument(
+        "--noise-scale", type=positive_float, metavar="B_SIMPLE", help="the gradient noise scale B_simple"
+    )
+    add_problem_flags(regime, required=False)
     parser.set_defaults(handler=scale_command)
+
+
+def _noise_scale(args: argparse.Namespace) -> float | None:
+    """``B_simple`` as given by ``--noise-scale``, or measured on ``--model``/``--dataset``, or None."""
+    measure = args.model is not None or args.dataset is not None
+    if args.noise_scale is not None and measure:
+        raise ScalingError("give --noise-scale or --model/--dataset to measure it, not both")
+    if not measure:
+        if args.width is not None or args.train_size is not None:
+            raise ScalingError("--width and --train-size describe the network of --model/--dataset")
+        return args.noise_scale
+    if args.model is None or args.dataset is None:
+        raise ScalingError("measuring B_simple needs both --model and --dataset")
+    problem = network_problem(
+        args.model, args.dataset, width=args.width, train_size=args.train_size, sampling="with-replacement"
+    )
+    return problem_noise_scale(problem, problem.x0()).b_simple
 
 
 def _flag_config(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
@@ -134,12 +166,16 @@ def scale_command(args: argparse.Namespace) -> int:
     if args.rule is not None and args.rule not in rules(spec):
         raise ScalingError(f"--rule {args.rule}: {spec.name} has the rules {', '.join(rules(spec))}")
     chosen = (args.rule,) if args.rule else rules(spec)
+    b_simple = _noise_scale(args)
     try:
         table = scaling_table(spec, hp, batch, args.to_batch, chosen)
     except OptsdeError as exc:
         hint = "" if len(chosen) == 1 else "; --rule NAME shows one rule alone"
         raise ScalingError(f"{exc}{hint}") from None
     print(json.dumps(table, indent=2) if args.json else format_table(table))
+    warning = None if b_simple is None else regime_warning(args.to_batch, b_simple)
+    if warning is not None:
+        print(warning, file=sys.stderr)
     if args.write is not None:
         rescaled = rescale_config(config, args.to_batch, args.rule, args.optimizer)
         args.write.absolute().parent.mkdir(parents=True, exist_ok=True)

@@ -72,7 +72,7 @@ NOISE_MODES = ("minibatch", "synthetic")
 VARIANCE_MODES = ("per-example", "projection")
 SAMPLING_MODES = ("without-replacement", "with-replacement")
 
-PER_EXAMPLE_BUDGET = 2**24
+PER_EXAMPLE_BUDGET = 2**22
 """Per-example gradients are computed in chunks of at most this many numbers (P · chunk · d)."""
 
 
@@ -87,6 +87,11 @@ class _Evaluation:
     loss: Tensor | None = None  # (P,)
     grad: Tensor | None = None  # (P, d)
     variance: Tensor | None = None  # (P, d) diag C, per example (not divided by B)
+    weighted: Tensor | None = None  # (P, d) Σ_n z_n ∇ℓ_n for the z the step's noise is drawn with
+
+
+class _NotOncePerExample(Exception):
+    """A linear layer saw more than one vector per example, or ran twice: no layer-wise identity."""
 
 
 @dataclass
@@ -287,7 +292,9 @@ class NetworkProblem:
         """``(train inputs, train targets, estimation inputs, estimation targets)`` on ``like``'s device."""
         key = (like.dtype, like.device)
         if key not in self._tensors:
-            inputs = self.data.inputs.to(dtype=like.dtype, device=like.device)
+            inputs = self.data.inputs.to(device=like.device)
+            if inputs.is_floating_point():  # token ids stay integers
+                inputs = inputs.to(like.dtype)
             targets = self.data.targets.to(device=like.device)
             if self.data.targets.is_floating_point():
                 targets = targets.to(like.dtype)
@@ -333,11 +340,17 @@ class NetworkProblem:
                     result += piece
         return results
 
-    def _centred_projection(self, entry: _Evaluation, z: Tensor) -> Tensor:
-        """``n^{-1/2} Σ_n z_n (∇ℓ_n − ∇f)`` for ``z`` of shape ``(P, n)``: covariance ``C``."""
+    def _centred_projection(self, entry: _Evaluation, z: Tensor, weighted: Tensor | None = None) -> Tensor:
+        """``n^{-1/2} Σ_n z_n (∇ℓ_n − ∇f)`` for ``z`` of shape ``(P, n)``: covariance ``C``.
+
+        ``weighted``, where given, is ``Σ_n z_n ∇ℓ_n`` already summed from per-example gradients;
+        else one weighted-loss backward pass computes it."""
         gradient = self._full_gradient(entry)
         scale = 1.0 / math.sqrt(self.estimation_size)  # type: ignore[arg-type]
-        (weighted,) = self._weighted_gradients(entry, [z * scale])
+        if weighted is None:
+            (weighted,) = self._weighted_gradients(entry, [z * scale])
+        else:
+            weighted = weighted * scale
         return weighted - (z.sum(dim=1, keepdim=True) * scale) * gradient
 
     def _full_gradient(self, entry: _Evaluation) -> Tensor:
@@ -362,59 +375,93 @@ class NetworkProblem:
             return None
         return layers
 
-    def _linear_moments(self, entry: _Evaluation, layers: list[nn.Linear]) -> Tensor | None:
+    def _linear_moments(
+        self, entry: _Evaluation, layers: list[nn.Linear], z: Tensor | None = None
+    ) -> Tensor | None:
         """Exact ``diag C`` of a model made of ``nn.Linear`` layers without per-example gradients.
 
         A linear layer applied once per example has per-example gradients
         ``δ_n a_nᵀ`` (weight) and ``δ_n`` (bias), with ``a_n`` its input and ``δ_n`` the
         gradient of ``Σ_m ℓ_m`` with respect to its output, so
-        ``Σ_n (∇ℓ_n)² = (δ²)ᵀ(a²)``: one backward pass and one extra product of the
-        size of the gradient's, per path (the layer-wise trick of BackPACK).
+        ``Σ_n (∇ℓ_n)² = (δ²)ᵀ(a²)``: one forward and one backward pass, batched over paths,
+        and one extra product of the size of the gradient's (the layer-wise trick of BackPACK);
+        with ``z`` ``(P, n)`` also ``Σ_n z_n ∇ℓ_n = ((z δ)ᵀ a, Σ_n z_n δ_n)`` into ``entry.weighted``.
+        ``δ`` is the gradient with respect to a zero added to each layer's output.
         Returns None, to fall back to per-example gradients, where a layer sees
         more than one vector per example or is applied twice.
         """
         x = entry.x
         _, _, inputs, targets = self._data(x)
         names = {id(m): n for n, m in self.model.named_modules()}
-        captured: list[tuple[nn.Module, Tensor, Tensor]] = []
+        order = {id(layer): k for k, layer in enumerate(layers)}
 
-        def keep(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
-            captured.append((module, args[0], output))
+        def forward(w: Tensor, probes: list[Tensor], inp: Tensor, tgt: Tensor) -> tuple[Tensor, list[Tensor]]:
+            seen: dict[int, Tensor] = {}
 
-        wide = torch.float64  # the second moment minus the squared mean cancels: keep digits
-        sums = torch.zeros(2, *x.shape, dtype=wide, device=x.device)  # Σ_n ∇ℓ_n, Σ_n (∇ℓ_n)²
-        handles = [layer.register_forward_hook(keep) for layer in layers]
-        try:
-            with torch.enable_grad():
-                for path in range(x.shape[0]):
-                    for part in self._chunks():
-                        captured.clear()
-                        leaf = x[path].detach().requires_grad_(True)
-                        params = {**self._layout.unflatten(leaf), **self._buffers}
-                        losses = self._per_example_loss(
-                            functional_call(self.model, params, (inputs[part],)), targets[part]
-                        )
-                        once = len({id(m) for m, _, _ in captured}) == len(captured)
-                        if not once or any(a.ndim != 2 for _, a, _ in captured):
-                            return None
-                        deltas = torch.autograd.grad(losses.sum(), [out for _, _, out in captured])
-                        moments: dict[str, Tensor] = {}
-                        for (module, a, _), delta in zip(captured, deltas, strict=True):
-                            a, delta = a.detach().to(wide), delta.to(wide)
-                            name = names[id(module)]
-                            moments[f"{name}.weight"] = torch.stack([delta.T @ a, (delta**2).T @ a**2])
-                            moments[f"{name}.bias"] = torch.stack([delta.sum(0), (delta**2).sum(0)])
-                        sums[:, path] += self._layout.flatten(moments, 1)
-        finally:
-            for handle in handles:
-                handle.remove()
-        mean, square = sums / self.estimation_size  # type: ignore[operator]
+            def tap(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> Tensor:
+                k = order[id(module)]
+                if k in seen or args[0].ndim != 2:
+                    raise _NotOncePerExample
+                seen[k] = args[0]
+                return output + probes[k]
+
+            handles = [layer.register_forward_hook(tap) for layer in layers]
+            try:
+                params = {**self._layout.unflatten(w), **self._buffers}
+                losses = self._per_example_loss(functional_call(self.model, params, (inp,)), tgt)
+            finally:
+                for handle in handles:
+                    handle.remove()
+            if len(seen) != len(layers):
+                raise _NotOncePerExample
+            return losses, [seen[k] for k in range(len(layers))]
+
+        batched = vmap(forward, in_dims=(0, 0, None, None))
+        # In x's dtype (float64 in the experiments): float64 products would cost more than the
+        # optimizer step itself in a float32 run.  In float32, Σ(∇ℓ)²/n − (∇f)² cancels: a coordinate
+        # whose mean gradient is k standard deviations keeps a relative error of about 1e-6·(1 + k²).
+        wide = x.dtype
+        # Σ_n ∇ℓ_n, Σ_n (∇ℓ_n)² and, with z, Σ_n z_n ∇ℓ_n.
+        sums = torch.zeros(2 if z is None else 3, *x.shape, dtype=wide, device=x.device)
+        with torch.enable_grad():
+            for part in self._chunks():
+                size = part.stop - part.start
+                probes = [
+                    torch.zeros(
+                        x.shape[0], size, layer.out_features, dtype=x.dtype, device=x.device
+                    ).requires_grad_(True)
+                    for layer in layers
+                ]
+                try:
+                    losses, activations = batched(x.detach(), probes, inputs[part], targets[part])
+                except _NotOncePerExample:
+                    return None
+                deltas = torch.autograd.grad(losses.sum(), probes)
+                moments: dict[str, Tensor] = {}
+                for layer, a, delta in zip(layers, activations, deltas, strict=True):
+                    a, delta = a.detach().to(wide), delta.to(wide)  # (P, c, in), (P, c, out)
+                    name = names[id(layer)]
+                    prefix = f"{name}." if name else ""  # a bare nn.Linear is the root module, ""
+                    weight = [delta.mT @ a, (delta**2).mT @ a**2]
+                    bias = [delta.sum(1), (delta**2).sum(1)]
+                    if z is not None:
+                        weighted = z[:, part, None].to(wide) * delta
+                        weight.append(weighted.mT @ a)
+                        bias.append(weighted.sum(1))
+                    moments[f"{prefix}weight"] = torch.stack(weight)
+                    if layer.bias is not None:
+                        moments[f"{prefix}bias"] = torch.stack(bias)
+                sums += self._layout.flatten(moments, 2)
+        mean, square = sums[:2] / self.estimation_size  # type: ignore[operator]
+        if z is not None:
+            entry.weighted = sums[2].to(x.dtype)
         if entry.grad is None:
             entry.grad = mean.to(x.dtype)
         return (square - mean**2).clamp_min(0.0).to(x.dtype)
 
-    def _per_example_variance(self, entry: _Evaluation) -> Tensor:
-        """Exact ``diag C`` from per-example gradients, merged over chunks (Chan et al.)."""
+    def _per_example_variance(self, entry: _Evaluation, z: Tensor | None = None) -> Tensor:
+        """Exact ``diag C`` from per-example gradients, merged over chunks (Chan et al.); with
+        ``z`` ``(P, n)`` also ``Σ_n z_n ∇ℓ_n`` into ``entry.weighted`` from the same gradients."""
         x = entry.x
         _, _, inputs, targets = self._data(x)
         paths, n = x.shape[0], self.estimation_size
@@ -424,6 +471,7 @@ class NetworkProblem:
             chunk = min(chunk, self.chunk_size)
         params = self._layout.unflatten(x.detach())
         count, mean, m2 = 0, torch.zeros_like(x), torch.zeros_like(x)
+        weighted = None if z is None else torch.zeros_like(x)
         with torch.enable_grad():
             for start in range(0, n, chunk):
                 part = slice(start, min(start + chunk, n))
@@ -435,6 +483,11 @@ class NetworkProblem:
                 part_m2 = self._layout.flatten(
                     {name: ((g - means[name][:, None]) ** 2).sum(dim=1) for name, g in grads.items()}, 1
                 )
+                if weighted is not None:
+                    w = z[:, part]  # type: ignore[index]
+                    weighted += self._layout.flatten(
+                        {name: torch.einsum("pc,pc...->p...", w, g) for name, g in grads.items()}, 1
+                    )
                 del grads
                 delta = part_mean - mean
                 total = count + size
@@ -443,6 +496,7 @@ class NetworkProblem:
                 count = total
         if entry.grad is None:
             entry.grad = mean
+        entry.weighted = weighted
         return m2 / count
 
     def _projected_variance(self, entry: _Evaluation) -> Tensor:
@@ -461,12 +515,14 @@ class NetworkProblem:
             total += self._centred_projection(entry, z) ** 2
         return total / self.projections
 
-    def _example_variance(self, entry: _Evaluation) -> Tensor:
+    def _example_variance(self, entry: _Evaluation, z: Tensor | None = None) -> Tensor:
+        """``diag C`` at ``entry.x``, once; with ``z`` (exact path only) ``Σ_n z_n ∇ℓ_n`` from the
+        same per-example gradients, so the step's noise needs no pass of its own."""
         if entry.variance is None:
             if self.variance == "per-example":
                 layers = self._linear_only() if self.fast_linear else None
-                variance = None if layers is None else self._linear_moments(entry, layers)
-                entry.variance = self._per_example_variance(entry) if variance is None else variance
+                variance = None if layers is None else self._linear_moments(entry, layers, z)
+                entry.variance = self._per_example_variance(entry, z) if variance is None else variance
             else:
                 entry.variance = self._projected_variance(entry)
         return entry.variance
@@ -474,6 +530,13 @@ class NetworkProblem:
     def example_variance(self, x: Tensor) -> Tensor:
         """``diag C(x)``, the per-example gradient variance (not divided by ``B``)."""
         return self._example_variance(self._entry(x))
+
+    def example_statistics(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(∇f(x), diag C(x))`` from one evaluation (on the exact path, one pass over
+        per-example gradients); what the gradient noise scale ``tr C / |∇f|²`` needs."""
+        entry = self._entry(x)
+        variance = self._example_variance(entry)
+        return self._full_gradient(entry), variance
 
     # ------------------------------------------------------------ GradientOracle
 
@@ -508,12 +571,16 @@ class NetworkProblem:
     def noise_scale(self, x: Tensor) -> Tensor:
         return self.noise_variance(x).sqrt()
 
-    def _gaussian_noise(self, entry: _Evaluation, random: RandomSource) -> Tensor:
+    def _gaussian_noise(self, entry: _Evaluation, random: RandomSource, fused: bool = False) -> Tensor:
+        """``Σ_B^{1/2} ξ``; ``fused``: ``diag C`` is still to be computed exactly at ``x``, so the
+        sample's ``Σ_n z_n ∇ℓ_n`` comes from that same per-example pass (docs/theory.md §4)."""
         x = entry.x
         if self.noise == "synthetic":
             return self._noise_variance(entry).sqrt() * random.normal(tuple(x.shape), x)
         z = random.normal((x.shape[0], self.estimation_size), x)  # type: ignore[arg-type]
-        return self._centred_projection(entry, z) * math.sqrt(self.covariance_factor)
+        if fused:
+            self._example_variance(entry, z)
+        return self._centred_projection(entry, z, entry.weighted) * math.sqrt(self.covariance_factor)
 
     def gaussian_noise(self, x: Tensor, random: RandomSource | torch.Generator | None) -> Tensor:
         """A sample of ``N(0, Σ_B(x))`` through the randomly weighted loss (docs/theory.md §4)."""
@@ -539,13 +606,22 @@ class NetworkProblem:
     def evaluate(self, x: Tensor, needs: frozenset[str], random: RandomSource) -> Evaluation:
         """One forward pass, ``∇f`` and ``diag C`` at ``x``, shared by everything ``needs`` asks."""
         entry = self._entry(x)
+        # A step that needs the exact diag C and a noise sample gets both (and ∇f) from one pass
+        # over per-example gradients: the noise's Σ_n z_n ∇ℓ_n is one more reduction of them.
+        fused = (
+            "noise" in needs
+            and bool(needs & {"variance", "scale", "expected_sign"})
+            and self.noise == "minibatch"
+            and self.variance == "per-example"
+        )
+        noise = self._gaussian_noise(entry, random, fused) if "noise" in needs else None
         variance = self._noise_variance(entry) if needs & {"variance", "scale"} else None
         return Evaluation(
             grad=self._full_gradient(entry) if "grad" in needs else None,
             variance=variance,
             scale=variance.sqrt() if variance is not None and "scale" in needs else None,
             expected_sign=self._expected_sign(entry, random) if "expected_sign" in needs else None,
-            noise=self._gaussian_noise(entry, random) if "noise" in needs else None,
+            noise=noise,
         )
 
     def sample_gradient(self, x: Tensor, random: RandomSource | torch.Generator | None) -> Tensor:
