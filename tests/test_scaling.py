@@ -408,3 +408,7 @@ def test_lm_experiment_reports_every_variant_with_spread() -> None:
     text = "\n".join(ctx.result.report)
     assert "(n = 2)" in text and "What each rule preserved" in text
     assert set(ctx.result.figures) == {"lm-loss", "lm-final"}
+    # B_simple beside the results (tested against brute force in test_noise_scale.py).
+    noise = ctx.result.summary["noise_scale"]
+    assert noise["b_simple"] > 0 and noise["batches"] == [2, 4, 8] and noise["examples"] == 512
+    assert "B_simple = tr C/|∇f|²" in text

@@ -14,40 +14,32 @@ are in nats per character on held-out files.
 
 from __future__ import annotations
 
+import copy
 import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.figure import Figure
+import torch.nn.functional as F
 
 from optsde.analysis import Check, Estimate, Matches, sample_mean
 from optsde.experiments.base import Context, ExperimentError, experiment
 from optsde.figures import BASE_VARIANT, SCALING_VARIANT_STYLE
+from optsde.figures.scaling_lm import Config, final_figure, finals, loss_figure
+from optsde.noise_scale import NoiseScale, gradient_noise_scale, regime_warning
 from optsde.optimizers import Hyperparameters, get_optimizer
 from optsde.problems.charlm import CharLMOracle, SelectiveDecay, TinyGPT, evenly_spaced_windows, stdlib_corpus
-from optsde.report import keep_in_view
 from optsde.scaling import SCALING_VARIANTS, variant_hyperparameters
 from optsde.sde import DiscreteRunner, Recording, loss_observable, simulate
-
-Config = tuple[str, float]
-"""(variant, δ); the base run is ``(BASE_VARIANT, 1.0)``."""
 
 
 def evaluation_steps(total_steps: int, points: int) -> list[int]:
     """``points`` evenly spaced steps plus 0: the same sample counts for every batch size (a
     regular grid on purpose: runs at different δ are compared at equal samples seen)."""
     return sorted({round(k * total_steps / points) for k in range(points + 1)})
-
-
-def finals(rec: Recording) -> np.ndarray:
-    """Each seed's final held-out loss (nan for all when the run diverged)."""
-    values = rec.values["eval_loss"]
-    return np.full(rec.paths, math.nan) if rec.divergence is not None else values[-1]
 
 
 def spread(values: np.ndarray) -> dict[str, float | int]:
@@ -85,61 +77,6 @@ def describe(check: Check) -> str:
         check.verdict, "higher" if check.value.value > 0 else "lower"
     )
     return f"{check.value.value:+.3f} ± {check.value.se:.3f} ({word})"
-
-
-def loss_figure(runs: dict[Config, Recording], batch: int, deltas: Sequence[float]) -> Figure:
-    """Held-out loss (mean over seeds, band ± std) vs samples seen and vs steps, one row per δ."""
-    fig, axes = plt.subplots(len(deltas), 2, figsize=(10, 3.0 * len(deltas)), squeeze=False, sharey=True)
-    for row, delta in enumerate(deltas):
-        shown = {k: r for k, r in runs.items() if k[0] == BASE_VARIANT or k[1] == delta}
-        for col, unit in enumerate(("samples seen (windows)", "steps")):
-            ax = axes[row, col]
-            for (variant, d), rec in shown.items():
-                values = rec.values["eval_loss"]
-                x = rec.steps * (round(batch * d) if col == 0 else 1)
-                mean, std = values.mean(axis=1), values.std(axis=1)
-                style = SCALING_VARIANT_STYLE[variant]
-                label = style["label"] + (
-                    f" (diverged at step {rec.divergence.step})" if rec.divergence else ""
-                )
-                ax.plot(x, mean, lw=1.3, color=style["color"], label=label)
-                ax.fill_between(x, mean - std, mean + std, color=style["color"], alpha=0.15, lw=0)
-            # Leave out the first drop from ln 128 so the later differences show.
-            late = [
-                replace(r, values={"eval_loss": r.values["eval_loss"][2:]}, steps=r.steps[2:])
-                for r in shown.values()
-            ]
-            keep_in_view(ax, late, "eval_loss", log=False)
-            ax.set_xlabel(unit)
-            ax.set_title(f"δ = {delta:g}: held-out loss vs {unit.split(' (')[0]}", fontsize=9)
-            if col == 0:
-                ax.set_ylabel("nats / character")
-    axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def final_figure(runs: dict[Config, Recording], deltas: Sequence[float]) -> Figure:
-    """Final held-out loss per variant and δ: every seed as a dot, mean ± std as a bar."""
-    variants = list(SCALING_VARIANTS)
-    fig, axes = plt.subplots(1, len(deltas), figsize=(3.8 * len(deltas), 3.6), squeeze=False, sharey=True)
-    base = finals(runs[(BASE_VARIANT, 1.0)])
-    for ax, delta in zip(axes[0], deltas, strict=True):
-        ax.axhspan(np.nanmean(base) - np.nanstd(base), np.nanmean(base) + np.nanstd(base), color="0.9", lw=0)
-        ax.axhline(np.nanmean(base), color="black", lw=0.8, label="base (batch B), ± std")
-        for i, variant in enumerate(variants):
-            values = finals(runs[(variant, delta)])
-            color = SCALING_VARIANT_STYLE[variant]["color"]
-            ax.plot(np.full(len(values), i) + 0.12, values, "o", ms=3, color=color, alpha=0.6)
-            ax.errorbar(i - 0.12, np.nanmean(values), yerr=np.nanstd(values), fmt="s", color=color, capsize=3)
-        ax.set_xticks(range(len(variants)))
-        ax.set_xticklabels(variants, rotation=30, ha="right", fontsize=8)
-        ax.set_title(f"δ = {delta:g}", fontsize=9)
-    axes[0, 0].set_ylabel("final held-out loss (nats/char)")
-    axes[0, 0].legend(fontsize=7)
-    fig.suptitle("final loss at equal samples seen: seeds (dots), mean ± std (squares)", fontsize=10)
-    fig.tight_layout()
-    return fig
 
 
 @experiment(
@@ -221,7 +158,37 @@ def run(ctx: Context) -> None:
             progress=ctx.progress,
             checkpoint=ctx.checkpoint("lm", variant, f"{delta:g}"),
         )
+    noise_scale = initial_noise_scale(template, x0[0], corpus.train, p["context"])
     report(ctx, runs, scaled, deltas, corpus.describe(), base_oracle.dim)
+    say_noise_scale(ctx, noise_scale, [round(p["batch"] * d) for d in (1.0, *deltas)])
+
+
+def initial_noise_scale(template: TinyGPT, x0: torch.Tensor, train: torch.Tensor, context: int) -> NoiseScale:
+    """``B_simple`` (docs/theory.md §9) at the first seed's initial weights over 512 training windows;
+    one example is one window of ``context`` characters, as one minibatch element is."""
+    model = copy.deepcopy(template)
+    torch.nn.utils.vector_to_parameters(x0.to(next(model.parameters()).dtype), model.parameters())
+    windows = evenly_spaced_windows(train, 512, context)
+
+    def window_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(dim=1)
+
+    return gradient_noise_scale(model, window_loss, windows[:, :-1], windows[:, 1:], chunk_size=64)
+
+
+def say_noise_scale(ctx: Context, scale: NoiseScale, batches: list[int]) -> None:
+    """B_simple beside the batch sizes the variants use, with the regime warning where one applies."""
+    ctx.result.summary["noise_scale"] = {**scale.as_dict(), "batches": batches}
+    ctx.result.say("")
+    ctx.result.say(
+        f"Gradient noise scale at the initial weights: B_simple = tr C/|∇f|² = {scale.b_simple:.3g} "
+        f"windows (over {scale.examples} training windows). The batches here run from {min(batches)} "
+        f"to {max(batches)}; the scaling rules were derived for batches well below B_simple."
+    )
+    for batch in batches:
+        warning = regime_warning(batch, scale.b_simple, " at the initial weights")
+        if warning:
+            ctx.result.say(f"- {warning.removeprefix('warning: ')}")
 
 
 def report(
