@@ -7,9 +7,10 @@ A Transformer on patch tokens and a ResNet on images (scikit-learn's digits by d
 breast-cancer table, where each optimizer should be tracked by the SDE it is judged by (the
 refined one where the family has it, the paper's otherwise).  The optimizers see real
 minibatches, an independent stream per path; the SDEs see the full-data gradient, weighted-loss
-noise with covariance exactly ``C/B`` (docs/theory.md §4) and ``diag C`` — by default estimated
-without bias from one random projection per step (``variance=projection``), which the
-second-moment EMA ``V`` averages over its ``1/(1−β₂)`` steps.
+noise with covariance exactly ``C/B`` (docs/theory.md §4) and the exact per-example ``diag C``
+(one pass of per-example gradients gives ∇f, diag C and the noise sample; docs/networks.md
+"Exact per-example statistics").  ``--set variance=projection`` estimates ``diag C`` without bias
+from random projections instead.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ DEFAULTS: dict[str, Any] = {
     "models": ["mlp", "transformer", "resnet"],
     "optimizers": list(OPTIMIZERS),
     "sdes": ["paper", "malladi", "refined"],
-    "variance": "projection",
     "lr": 0.001,
     "beta1": 0.9,
     "beta2": 0.99,
