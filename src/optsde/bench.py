@@ -65,6 +65,16 @@ class BenchError(OptsdeError):
     """A benchmark setting is invalid; the message says how to fix it."""
 
 
+def check_device_and_dtype(device: str, dtype: torch.dtype) -> None:
+    """A benchmark's device exists here and its dtype is one the engine runs."""
+    if device not in ("cpu", "cuda"):
+        raise BenchError(f"device must be cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BenchError("--device cuda: no CUDA device is available here; use --device cpu")
+    if dtype not in (torch.float32, torch.float64):
+        raise BenchError(f"dtype must be float32 or float64, got {dtype}")
+
+
 @dataclass(frozen=True)
 class BenchSettings:
     """What to measure.  ``block`` is the number of EM steps per compiled call (default:
@@ -94,12 +104,7 @@ class BenchSettings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise BenchError(f"{name} must be a positive integer, got {value}")
-        if self.device not in ("cpu", "cuda"):
-            raise BenchError(f"device must be cpu or cuda, got {self.device!r}")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise BenchError("--device cuda: no CUDA device is available here; use --device cpu")
-        if self.dtype not in (torch.float32, torch.float64):
-            raise BenchError(f"dtype must be float32 or float64, got {self.dtype}")
+        check_device_and_dtype(self.device, self.dtype)
 
     @property
     def em_block(self) -> int:

@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from optsde.bench import BenchError
+from optsde.bench import BenchError, check_device_and_dtype
 from optsde.optimizers import Hyperparameters, State, get_optimizer
 from optsde.problems.datasets import load_dataset
 from optsde.problems.models import ARCHITECTURES, build_model
@@ -118,12 +118,7 @@ class NNBenchSettings:
             raise BenchError(f"warmup must be 0 or a positive integer, got {self.warmup}")
         if self.threads is not None and self.threads < 1:
             raise BenchError(f"--threads must be a positive integer, got {self.threads}")
-        if self.device not in ("cpu", "cuda"):
-            raise BenchError(f"device must be cpu or cuda, got {self.device!r}")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise BenchError("--device cuda: no CUDA device is available here; use --device cpu")
-        if self.dtype not in (torch.float32, torch.float64):
-            raise BenchError(f"dtype must be float32 or float64, got {self.dtype}")
+        check_device_and_dtype(self.device, self.dtype)
 
 
 def run_nn_benchmark(
