@@ -480,3 +480,9 @@ def test_sde_fidelity_check_reads_the_pair_fidelity_numbers() -> None:
     far = sde_fidelity_check("sde", {"stationary_rel_error": 0.2, "stationary_rel_error_se": 0.01}, 0.05, "")
     assert near is not None and near.value == Estimate(1.02, 0.01) and near.verdict == "pass"
     assert far is not None and far.verdict == "fail"
+
+
+def test_a_window_too_short_is_not_called_stationary() -> None:
+    """One record in the window: no drift can be measured, so the run is not called stationary."""
+    verdict = stationarity(np.ones((2, 4)), np.array([0, 10]), burn_in=0.5)
+    assert not verdict.is_stationary and "too short" in verdict.reason

@@ -372,7 +372,8 @@ def test_progress_lines_keep_their_interval_across_many_short_loops(monkeypatch)
 
     clock = [100.0]
     monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(progress_module, "_last_line", [100.0])
+    monkeypatch.setattr(progress_module, "_last_line", [0.0])
+    monkeypatch.setattr(progress_module, "_last_update", [0.0])  # idle since t = 0: the clock restarts
     stream = io.StringIO()
     for name in ("optimizer", "sde-paper", "sde-refined", "sde-malladi"):
         loop = LineProgress(10, name, interval=10.0, stream=stream)
@@ -381,6 +382,7 @@ def test_progress_lines_keep_their_interval_across_many_short_loops(monkeypatch)
             loop.update(1)
         loop.close()
     lines = [line.split(":")[0] for line in stream.getvalue().splitlines()]
+    assert progress_module._last_line[0] > 100.0
     # 10 s after the start (in the second loop, with its closing line), then 10 s after that.
     assert lines == ["sde-paper", "sde-paper", "sde-malladi", "sde-malladi"]
 

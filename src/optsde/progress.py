@@ -19,8 +19,12 @@ INTERVAL_S = 20.0
 """Seconds between two plain progress lines."""
 
 _last_line = [time.monotonic()]
-"""When the process last printed a plain progress line (or started): shared by every counter, so
-that a run made of many short loops still prints at a steady interval."""
+"""When the process last printed a plain progress line, or began to be busy: shared by every
+counter, so that a run made of many short loops still prints at a steady interval."""
+
+_last_update = [-float("inf")]
+"""When any counter last counted: a counter created after a longer idle spell starts the clock
+anew, so that an idle process does not print at once when work resumes."""
 
 
 class Progress(Protocol):
@@ -55,10 +59,13 @@ class LineProgress:
         self.initial = initial
         self.started = time.monotonic()
         self.printed = False
+        if self.started - _last_update[0] > interval:
+            _last_line[0] = self.started
+        _last_update[0] = self.started
 
     def update(self, n: int = 1) -> None:
         self.done += n
-        now = time.monotonic()
+        now = _last_update[0] = time.monotonic()
         if now - _last_line[0] >= self.interval:
             _last_line[0] = now
             self.printed = True

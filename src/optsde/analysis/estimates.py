@@ -243,7 +243,8 @@ def stationarity(
     z = POLICY.z if z is None else z
     window = _records(values, steps)[stationary_window(steps, burn_in)]
     if window.shape[0] < 2:
-        raise AnalysisError("the stationary window has fewer than two records: record more steps")
+        reason = "the stationary window has fewer than two records: the run is too short to call stationary"
+        return Stationarity(False, Estimate(math.nan, math.nan), reason)
     half = window.shape[0] // 2
     first, second = window[:half], window[-half:]
     if window.shape[1] > 1:

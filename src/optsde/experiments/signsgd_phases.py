@@ -66,6 +66,9 @@ def _check(p: dict[str, Any]) -> None:
         raise ExperimentError("occupancy is the share of paths that defines a phase window; use (0.5, 1]")
     if all(v == 0 for v in p["x0"]):
         raise ExperimentError("x0 = 0 is the minimum; start away from it to see the phases")
+    for key in ("paths", "schedule_paths"):
+        if p[key] < 2:
+            raise ExperimentError(f"{key}={p[key]}: standard errors need at least 2 paths; use 2 or more")
 
 
 @experiment(
