@@ -19,10 +19,16 @@ import pytest
 import torch
 
 from conftest import Z_TOL
-from optsde.analysis import fidelity_summary
+from optsde.analysis import fidelity_summary, median_gap, spike_share, time_averaged_gap
 from optsde.errors import OptsdeError
 from optsde.experiments.base import Context, ExperimentError, get_experiment
-from optsde.experiments.network_panels import mark_departures, tracking_checks, warm_starts
+from optsde.experiments.network_panels import (
+    KAPPA_LIMIT,
+    kappa_by_layer,
+    mark_departures,
+    tracking_checks,
+    warm_starts,
+)
 from optsde.figures import panels_figure
 from optsde.optimizers import get_optimizer
 from optsde.problems.network import network_problem
@@ -97,7 +103,8 @@ def test_signsgd_runs_every_image_architecture(tmp_path):
 
 
 def test_adaptive_runs_the_paper_prior_and_refined_sdes(tmp_path):
-    settings = {**TINY_IMAGES, "steps": "20", "records": "5", "models": "mlp,transformer"}
+    # gap_target 0: no panel is tracked, so each report says why, with its measured evidence.
+    settings = {**TINY_IMAGES, "steps": "20", "records": "5", "models": "mlp,transformer", "gap_target": "0"}
     summary = run_small("nn-adaptive", settings, tmp_path, paths=2)
     methods = {label: set(entry["fidelity"]) for label, entry in summary["panels"].items()}
     assert methods == {
@@ -111,6 +118,42 @@ def test_adaptive_runs_the_paper_prior_and_refined_sdes(tmp_path):
     assert config["panels"]["rmspropw on mlp (breast-cancer)"]["dataset"] == "breast-cancer"
     assert config["panels"]["rmspropw on transformer (digits)"]["dataset"] == "digits"
     assert set(summary["checks"]) == set(methods)
+    for entry in summary["panels"].values():
+        assert set(entry["robust_fidelity"]) == set(entry["fidelity"])
+        assert entry["kappa_by_layer"] and max(r["max"] for r in entry["kappa_by_layer"]) > 0
+    assert summary["_report"].count("not tracked here (measured)") == 4
+    assert "Gap of the medians over paths" in summary["_report"]
+
+
+def test_median_gap_and_spikes_against_exact_answers():
+    """Paths that agree at each record, a model 10% above them: median gap exactly 0.1 and no
+    bootstrap spread.  One path of five spiking 100× at 2 of 10 records: 4% of cells spike, the medians do
+    not move, the means do."""
+    reference = np.repeat(np.linspace(2.0, 1.0, 10)[:, None], 5, axis=1)
+    gap = median_gap(reference, 1.1 * reference)
+    assert gap.value == pytest.approx(0.1) and gap.se == pytest.approx(0.0, abs=1e-12)
+    spiking = reference.copy()
+    spiking[[3, 7], 2] *= 100.0
+    assert spike_share(reference, spiking) == pytest.approx(2 / 50)
+    assert spike_share(reference, reference) == 0.0
+    assert median_gap(reference, spiking).value < 0.01 < 1.0 < time_averaged_gap(reference, spiking).value
+
+
+def test_kappa_by_layer_groups_the_kappa_profile_by_parameter_tensor():
+    problem = network_problem("mlp", "breast-cancer", train_size=40, batch_size=8, variance="per-example")
+    x0 = problem.x0(0, dtype=torch.float64)
+    layers = kappa_by_layer(problem, 0.01, x0)
+    assert [r["layer"] for r in layers] == [n for n, _ in problem.model.named_parameters()]
+    assert sum(r["size"] for r in layers) == problem.dim
+    assert max(r["max"] for r in layers) == pytest.approx(problem.kappa_profile(0.01, x0)["max"])
+    # Brute force: the share above the limit from the same κ, over the coordinates with noise.
+    h, s = problem.curvature(x0).abs(), problem.noise_scale(x0[None])[0]
+    sizes = [r["size"] for r in layers]
+    shares = [
+        float((0.01 * hp[sp > 0] / sp[sp > 0] > KAPPA_LIMIT).double().mean())
+        for hp, sp in zip(h.split(sizes), s.split(sizes), strict=True)
+    ]
+    assert [r["share_above"] for r in layers] == pytest.approx(shares)
 
 
 def blown_up_panel() -> dict[str, Recording]:

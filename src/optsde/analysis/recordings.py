@@ -16,7 +16,9 @@ from optsde.analysis.estimates import (
     Estimate,
     gap_profile,
     max_gap,
+    median_gap,
     ratio,
+    spike_share,
     stationary_mean,
     stationary_window,
     time_averaged_gap,
@@ -125,4 +127,20 @@ def fidelity_summary(
         method: pair_fidelity(optimizer, rec, metric, burn_in)
         for method, rec in recordings.items()
         if method != "optimizer"
+    }
+
+
+def robust_fidelity(optimizer: Recording, sde: Recording, metric: str = "loss") -> dict[str, float]:
+    """How much of a gap of ``E f`` the bulk of the paths carries (docs/networks.md "The ResNet gap"):
+    the time-averaged gap of the medians over paths (:func:`~optsde.analysis.estimates.median_gap`)
+    and each method's share of spiking ``(record, path)`` cells
+    (:func:`~optsde.analysis.estimates.spike_share`, against the optimizer's median)."""
+    idx = _common_records(optimizer, sde)[1:]  # t = 0 is identical by construction
+    opt_vals, sde_vals = per_path(optimizer, metric)[idx], per_path(sde, metric)[idx]
+    gap = median_gap(opt_vals, sde_vals)
+    return {
+        "median_rel_gap": gap.value,
+        "median_rel_gap_se": gap.se,
+        "spike_share_optimizer": spike_share(opt_vals, opt_vals),
+        "spike_share_sde": spike_share(opt_vals, sde_vals),
     }
