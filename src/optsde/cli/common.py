@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from optsde.errors import OptsdeError
+from optsde.experiments.base import MAX_COUNT
 
 MAX_THREADS = 256
 SEED_LIMIT = 2**63
@@ -87,13 +88,13 @@ def float_list(text: str) -> list[float]:
 
 
 def positive_int(text: str) -> int:
-    """A whole number ≥ 1."""
+    """A whole number from 1 to :data:`MAX_COUNT`."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    if not 1 <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected a positive integer up to {MAX_COUNT}, got {value}")
     return value
 
 
@@ -106,8 +107,8 @@ def positive_int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated positive integers like 100,1000, got {text!r}"
         ) from None
-    if min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    if min(values) < 1 or max(values) > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected positive integers up to {MAX_COUNT}, got {text!r}")
     return values
 
 

@@ -147,7 +147,10 @@ def _flag_config(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, An
         if field not in spec.uses and (field != "weight_decay" or f"{spec.name}w" not in OPTIMIZERS):
             raise ScalingError(f"{spec.name} has no {field}; drop --{field.replace('_', '-')}")
         if field == "beta1" or ("beta1" in spec.uses and field == "beta2"):
-            betas = list(config.get("betas", [defaults["beta1"], defaults["beta2"]]))
+            betas = config.get("betas", [defaults["beta1"], defaults["beta2"]])
+            if not (isinstance(betas, (list, tuple)) and len(betas) == 2):
+                raise ScalingError(f"config field 'betas' must be a pair [beta1, beta2], got {betas!r}")
+            betas = list(betas)
             betas[0 if field == "beta1" else 1] = value
             config["betas"] = betas
         elif field == "beta2":

@@ -34,6 +34,10 @@ from optsde.sde import (
     simulate,
 )
 
+MAX_COUNT = 2**31 - 1
+"""The largest count a flag or setting accepts (steps, paths, dimensions, …): torch sizes and the
+engine's step counters are machine integers, and no run on one machine comes near it."""
+
 
 class ExperimentError(OptsdeError):
     """Bad experiment name or setting; the message says how to fix it."""
@@ -71,6 +75,8 @@ def parse_value(text: str, default: Any, key: str) -> Any:
         raise ExperimentError(f"--set {key}={text!r}: {key} is a count; give a positive whole number")
     if count and default >= 0 and value < 0:
         raise ExperimentError(f"--set {key}={text!r}: give a whole number ≥ 0")
+    if count and abs(value) > MAX_COUNT:
+        raise ExperimentError(f"--set {key}={text!r}: too large; give at most {MAX_COUNT}")
     return value
 
 
@@ -224,6 +230,10 @@ def compare(
     ``kappa`` (docs/theory.md §3) is asked of the oracle unless the caller already has it.
     """
     spec.check(hp)
+    if paths < 2 and (models or extra_models) and with_optimizer:
+        raise ExperimentError(
+            f"paths={paths}: comparing with the optimizer needs standard errors; use 2 or more"
+        )
     runners: list[Runner] = [DiscreteRunner(spec.discrete)] if with_optimizer else []
     for key in models:
         if key not in spec.sdes:
