@@ -592,8 +592,9 @@ class NetworkProblem:
             source = as_source(self._projection_generator(x)) if random is None else random
             signs = torch.sign(self.sample_gradient(x.repeat_interleave(k, dim=0), source))
             return signs.reshape(x.shape[0], k, -1).mean(dim=1)
-        gradient = self._full_gradient(entry)
+        # diag C first: its per-example pass leaves ∇f in the entry, so no second pass computes it.
         scale = self._noise_variance(entry).sqrt()
+        gradient = self._full_gradient(entry)
         safe = torch.where(scale > 0, scale, torch.ones_like(scale))
         return torch.where(scale > 0, torch.erf(gradient / (math.sqrt(2.0) * safe)), torch.sign(gradient))
 
