@@ -102,7 +102,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--records",
         type=positive_int,
         default=d["records"],
-        help="record points, stratified (one random step per equal stratum, so no periodic orbit aliases)",
+        help="record points, stratified (a pair of consecutive steps at a random step per stratum: no orbit aliases)",
     )
     p.add_argument(
         "--burn-in",

@@ -5,10 +5,10 @@ between record points, each run as compiled blocks or eagerly by
 :class:`~optsde.sde.compiled.Engine`) and what is kept (observables at chosen steps) are
 separate.  Nothing but the observables is stored.
 
-Record steps are stratified by default: one step drawn at random in each of ``points``
-equal strata of the run.  A recorder on a regular grid can alias a periodic orbit of the
-optimizer (SignSGD at κ ≳ 2 settles into period-2 orbits, docs/theory.md §8) and see one
-phase of it only; random steps in strata see every phase in proportion.
+Record steps are stratified by default: a pair of consecutive steps at a random step in each of
+``points // 2`` equal strata of the run.  A recorder on a regular grid can alias a periodic orbit
+of the optimizer (SignSGD at κ ≳ 2 settles into period-2 orbits, docs/theory.md §8) and see one
+phase of it only; pairs at random steps weigh every phase of a period-2 orbit equally.
 """
 
 from __future__ import annotations
