@@ -102,7 +102,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--records",
         type=positive_int,
         default=d["records"],
-        help="record points, stratified (a pair of consecutive steps at a random step per stratum: no orbit aliases)",
+        help="record points, stratified: consecutive pairs at random steps, so no periodic orbit aliases",
     )
     p.add_argument(
         "--burn-in",
