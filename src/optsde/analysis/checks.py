@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
@@ -106,39 +106,37 @@ def _one_sided(excess: float, slack: float, scale: float) -> Verdict:
 
 
 @dataclass(frozen=True)
-class AtMost:
-    """``value ≤ bound + z`` combined SE; the bound is ``bound`` or, left out, the check's target."""
+class _OneSided:
+    """A bound on one side: ``bound`` or, left out, the check's target; ``z`` combined SE of slack."""
 
     bound: float | None = None
+    above: ClassVar[bool]  # True: the value must stay at or below the bound
 
     def judge(self, value: Estimate, target: Estimate | None, z: float) -> Verdict:
-        b = as_estimate(self.bound) if self.bound is not None else _need(target, "AtMost()")
+        b = as_estimate(self.bound) if self.bound is not None else _need(target, f"{type(self).__name__}()")
         slack = _slack(value, b, z)
         if _undetermined(value, slack):
             return "inconclusive"
-        return _one_sided(value.value - b.value, slack, b.value)
+        excess = value.value - b.value if self.above else b.value - value.value
+        return _one_sided(excess, slack, b.value)
 
     def describe(self, z: float = POLICY.z) -> str:
         bound = "the target" if self.bound is None else f"{self.bound:.4g}"
-        return f"at most {bound} + {z:g} SE"
+        return f"at most {bound} + {z:g} SE" if self.above else f"at least {bound} − {z:g} SE"
 
 
 @dataclass(frozen=True)
-class AtLeast:
+class AtMost(_OneSided):
+    """``value ≤ bound + z`` combined SE; the bound is ``bound`` or, left out, the check's target."""
+
+    above: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class AtLeast(_OneSided):
     """``value ≥ bound − z`` combined SE; the bound is ``bound`` or, left out, the check's target."""
 
-    bound: float | None = None
-
-    def judge(self, value: Estimate, target: Estimate | None, z: float) -> Verdict:
-        b = as_estimate(self.bound) if self.bound is not None else _need(target, "AtLeast()")
-        slack = _slack(value, b, z)
-        if _undetermined(value, slack):
-            return "inconclusive"
-        return _one_sided(b.value - value.value, slack, b.value)
-
-    def describe(self, z: float = POLICY.z) -> str:
-        bound = "the target" if self.bound is None else f"{self.bound:.4g}"
-        return f"at least {bound} − {z:g} SE"
+    above: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)
