@@ -37,16 +37,6 @@ from optsde.optimizers import Hyperparameters, OptimizerSpec, get_optimizer
 FIELDS = ("lr", "beta1", "beta2", "eps", "weight_decay")
 """Hyperparameter fields in display order (the optimizer's ``uses`` picks which apply)."""
 
-TORCH_DEFAULTS: dict[str, dict[str, float]] = {
-    "sgd": {},
-    "signsgd": {},
-    "adam": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0},
-    "adamw": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01},
-    "rmsprop": {"beta2": 0.99, "eps": 1e-8, "weight_decay": 0.0},
-    "rmspropw": {"beta2": 0.99, "eps": 1e-8, "weight_decay": 0.0},
-}
-"""torch.optim's defaults for each family (``alpha = 0.99`` for RMSprop), used where a value is not given."""
-
 SCALING_VARIANTS: dict[str, str] = {
     "paper": "the paper's rule: η → √δη, β → 1 − √δ(1 − β), θ → √δθ",
     "malladi": "Malladi et al.'s β rule: η → √δη, β → 1 − δ(1 − β), ε → ε/√δ, θ → √δθ",
@@ -244,7 +234,7 @@ def config_hyperparameters(
         if key not in config:
             raise ScalingError(f'the config has no {key!r}; add it (e.g. "lr": 0.001, "batch_size": 64)')
     batch = _batch(config["batch_size"], "batch_size")
-    values = dict(TORCH_DEFAULTS[spec.name])
+    values = dict(spec.torch_defaults)
     values["lr"] = _number(config, "lr")
     beta_key = _beta_key(spec)
     other = {"betas": "alpha", "alpha": "betas"}.get(beta_key or "")

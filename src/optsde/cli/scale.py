@@ -19,7 +19,6 @@ from optsde.optimizers import OPTIMIZERS, get_optimizer
 from optsde.problems.network import network_problem
 from optsde.results import check_new_file
 from optsde.scaling import (
-    TORCH_DEFAULTS,
     ScalingError,
     config_hyperparameters,
     format_table,
@@ -137,14 +136,14 @@ def _flag_config(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, An
         config["lr"] = args.lr
     elif "lr" not in config:
         raise ScalingError("give --lr, the learning rate tuned at the batch size --from-batch")
-    defaults = TORCH_DEFAULTS[spec.name]
+    defaults = spec.torch_defaults
     for field in ("beta1", "beta2", "eps", "weight_decay"):
         value = getattr(args, field)
         if value is None:
             continue
         # A decay given to Adam or RMSprop is left to the optimizer's own check, whose message
         # points to the W variant; SGD and SignSGD have none.
-        if field not in spec.uses and (field != "weight_decay" or f"{spec.name}w" not in OPTIMIZERS):
+        if field not in spec.uses and (field != "weight_decay" or spec.capabilities.decay_variant is None):
             raise ScalingError(f"{spec.name} has no {field}; drop --{field.replace('_', '-')}")
         if field == "beta1" or ("beta1" in spec.uses and field == "beta2"):
             betas = config.get("betas", [defaults["beta1"], defaults["beta2"]])

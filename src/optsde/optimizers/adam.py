@@ -159,6 +159,7 @@ ADAM_SPEC = OptimizerSpec(
         second_moment="bias-corrected",
     ),
     description="Adam; SDEs of the paper, of Malladi et al., and our refined one",
+    torch_defaults={"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0},
 )
 
 ADAMW_SPEC = OptimizerSpec(
@@ -179,4 +180,5 @@ ADAMW_SPEC = OptimizerSpec(
     ),
     decoupled_decay=True,
     description="AdamW (decoupled weight decay θ); SDEs of the paper, of Malladi et al., and our refined one",
+    torch_defaults={"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01},
 )

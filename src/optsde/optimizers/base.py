@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 import numpy as np
@@ -169,6 +169,8 @@ class OptimizerSpec:
     capabilities: Capabilities
     decoupled_decay: bool = False
     description: str = ""
+    torch_defaults: Mapping[str, float] = field(default_factory=dict)
+    """torch.optim's defaults for the fields a user may leave out (``scale`` fills them in)."""
 
     def rescale(self, hp: Hyperparameters, delta: float, rule: str) -> Hyperparameters:
         """Hyperparameters for batch size ``δB`` under ``rule``; fields this optimizer does

@@ -144,6 +144,7 @@ RMSPROP_SPEC = OptimizerSpec(
         second_moment="uncorrected",
     ),
     description="RMSprop (β = beta2); SDEs of the paper and of Malladi et al.",
+    torch_defaults={"beta2": 0.99, "eps": 1e-8, "weight_decay": 0.0},  # torch.optim.RMSprop's alpha = β
 )
 
 RMSPROPW_SPEC = OptimizerSpec(
@@ -164,4 +165,5 @@ RMSPROPW_SPEC = OptimizerSpec(
     ),
     decoupled_decay=True,
     description="RMSprop with decoupled weight decay θ; SDEs of the paper and of Malladi et al.",
+    torch_defaults={"beta2": 0.99, "eps": 1e-8, "weight_decay": 0.0},
 )

@@ -7,10 +7,14 @@ turns a block of consecutive ``runner.advance`` calls into one kernel that reads
 once and writes it once.  Nothing here knows an optimizer or an SDE: the runner, the oracle
 and the hyperparameters are traced as they are.
 
-Randomness is an input (:mod:`optsde.randomness`): a probe step records what one step draws,
-and each block's draws are presampled by one call per draw site with the run's generator
-(the CPU default, and the eager path's too, so compiled and eager runs draw the same numbers),
-or drawn inside the kernel from the device generator reseeded per block (the GPU default).
+Randomness is an input (:mod:`optsde.randomness`): a probe step records what one step draws.
+Then either each block's draws are presampled by one call per draw site with the run's
+generator (the eager default), or the normals are computed inside the kernel by the
+counter-based Threefry generator from the step index and a key drawn once from the run's
+generator (the compiled default on a CPU: ``randn`` is a serial Mersenne Twister there and
+would cap the block), or drawn inside the kernel from the device generator reseeded per
+block (the compiled default on a GPU).  Counter noise is the same numbers eager or compiled,
+on any device.
 A block length compiles once; a segment of ``n`` steps runs as blocks of ``block`` steps and
 a remainder in blocks of ``block/4`` and single steps, so three lengths serve every segment.
 """
@@ -29,17 +33,20 @@ from torch import Tensor
 from optsde.optimizers.base import Hyperparameters, Schedule, State, constant_schedule
 from optsde.problems.base import GradientOracle
 from optsde.randomness import (
+    CounterSource,
     Draw,
     GeneratorSource,
     KernelSource,
     NotPresampleable,
     PresampledSource,
     ProbeSource,
+    RandomSource,
+    counter_key,
     presample,
 )
 from optsde.sde.solver import Runner, SolverError, StepInputs
 
-NOISE_MODES = ("auto", "presampled", "in-kernel")
+NOISE_MODES = ("auto", "presampled", "in-kernel", "counter")
 COMPILE_MODES = ("auto", "on", "off")
 
 AUTO_COMPILE_ELEMENT_STEPS = {"cpu": 3e8, "cuda": 1e8}
@@ -93,6 +100,7 @@ class Engine:
     noise: str = "auto"
     report: EngineReport = field(init=False)
     _draws: list[Draw] | None = field(init=False, default=None)
+    _key: Tensor | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if self.block < 1:
@@ -129,10 +137,26 @@ class Engine:
         elif wanted:
             self.report.path = "compiled"
         if self._draws is not None:
-            in_kernel = self.report.path == "compiled" and (
-                self.noise == "in-kernel" or (self.noise == "auto" and x.device.type != "cpu")
+            self.report.noise = self._noise_mode(x.device)
+            if self.report.noise == "counter":
+                self._key = counter_key(self.generator, x.device)
+
+    def _noise_mode(self, device: torch.device) -> str:
+        """``auto``: counter noise for compiled blocks on a CPU (docs/simulate.md measures it
+        against presampling), the kernel's generator on a GPU, presampling when eager."""
+        only_normals = all(draw.kind == "normal" for draw in self._draws or [])
+        if self.noise == "counter" and not only_normals:
+            raise SolverError(
+                "noise='counter' computes normals only, and this model also draws Gamma variables "
+                "(Student-t noise); use noise='presampled'"
             )
-            self.report.noise = "in-kernel" if in_kernel else "presampled"
+        if self.report.path != "compiled" and self.noise in ("auto", "in-kernel"):
+            return "presampled"  # an eager step cannot draw inside a kernel
+        if self.noise != "auto":
+            return self.noise
+        if device.type == "cpu":
+            return "counter" if only_normals else "presampled"
+        return "in-kernel"
 
     # ------------------------------------------------------------------ running
 
@@ -176,17 +200,24 @@ class Engine:
                         self.generator.set_state(saved)
                     self.report.noise = "presampled"
                     draws = presample(self._draws or [], n, state.x, self.generator)
-        random = GeneratorSource(self.generator)
         for i in range(n):
-            source = random if draws is None else PresampledSource(draws, i)
+            source = self._eager_source(draws, k + i, i)
             state = self.runner.advance(state, StepInputs(k + i, factors[i], self.oracle, self.hp, source))
         return state
+
+    def _eager_source(self, draws: list[Tensor] | None, step: int, i: int) -> RandomSource:
+        if self.report.noise == "counter":
+            return CounterSource(self._key, step)  # type: ignore[arg-type]
+        if draws is None:
+            return GeneratorSource(self.generator)
+        return PresampledSource(draws, i)
 
     def _compiled_chunk(
         self, state: State, k: int, n: int, factors: list[list[float]], draws: list[Tensor] | None
     ) -> State:
         x = state.x
-        key = (self.runner, self.hp, id(self.oracle), n, draws is None, x.dtype, x.device, state.m is None)
+        noise = self.report.noise
+        key = (self.runner, self.hp, id(self.oracle), n, noise, x.dtype, x.device, state.m is None)
         cached = _COMPILED.get(key)
         first_call = cached is None or cached[0] is not self.oracle
         started = time.perf_counter()
@@ -203,6 +234,7 @@ class Engine:
             torch.full((), float(k), dtype=torch.float64, device=x.device),
             torch.tensor(factors, dtype=torch.float64).to(x.device, non_blocking=True),
             draws,
+            self._key,
         )
         if first_call:
             for tensor in (x, state.m, state.v):
@@ -210,13 +242,13 @@ class Engine:
                     torch._dynamo.maybe_mark_dynamic(tensor, 0)
             for tensor in draws or []:
                 torch._dynamo.maybe_mark_dynamic(tensor, 1)
-            _COMPILED[key] = (self.oracle, torch.compile(self._block_function(n), fullgraph=True))
+            _COMPILED[key] = (self.oracle, torch.compile(self._block_function(n, noise), fullgraph=True))
         out = _COMPILED[key][1](*arguments)
         if first_call:
             self.report.compile_seconds += time.perf_counter() - started
         return State(x=out[0], m=out[1], v=out[2], step=out[3])
 
-    def _block_function(self, n: int) -> Callable[..., tuple]:
+    def _block_function(self, n: int, noise: str) -> Callable[..., tuple]:
         runner, oracle, hp = self.runner, self.oracle, self.hp
 
         def block(
@@ -227,10 +259,17 @@ class Engine:
             k: Tensor,
             factors: Tensor,
             draws: list[Tensor] | None,
+            key: Tensor | None,
         ) -> tuple:
             state = State(x=x, m=m, v=v, step=step)
             for i in range(n):
-                source = KernelSource() if draws is None else PresampledSource(draws, i)
+                source: RandomSource
+                if noise == "counter":
+                    source = CounterSource(key, k + i)  # type: ignore[arg-type]
+                elif noise == "in-kernel":
+                    source = KernelSource()
+                else:
+                    source = PresampledSource(draws or [], i)
                 state = runner.advance(state, StepInputs(k + i, factors[i], oracle, hp, source))
             return state.x, state.m, state.v, state.step
 
