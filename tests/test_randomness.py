@@ -15,7 +15,16 @@ import torch
 from scipy import stats
 
 from conftest import Z_TOL
-from optsde.randomness import CounterSource, NotPresampleable, counter_key, counter_normals, threefry2x32
+from optsde.randomness import (
+    Draw,
+    NotPresampleable,
+    PresampledSource,
+    counter_key,
+    counter_normal_pairs,
+    counter_normals,
+    counter_presample,
+    threefry2x32,
+)
 
 KNOWN_ANSWERS = [
     # (counter₀, counter₁, key₀, key₁) → (word₀, word₁): Random123's kat_vectors, threefry2x32 20 rounds
@@ -31,9 +40,9 @@ LIKE = torch.zeros((), dtype=torch.float64)
 
 @pytest.mark.parametrize(("inputs", "expected"), KNOWN_ANSWERS)
 def test_threefry_matches_random123_known_answers(inputs, expected):
-    c0, c1, k0, k1 = (torch.tensor([v], dtype=torch.int64) for v in inputs)
+    c0, c1, k0, k1 = (torch.tensor([v], dtype=torch.int64).to(torch.int32) for v in inputs)  # bit patterns
     words = threefry2x32(c0, c1, k0, k1)
-    assert tuple(int(w) for w in words) == expected
+    assert tuple(int(w) & 0xFFFFFFFF for w in words) == expected
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -67,12 +76,27 @@ def test_counter_noise_is_a_function_of_step_site_and_key():
     a = counter_normals((3, 4), 9, 2, KEY, LIKE)
     assert torch.equal(a, counter_normals((3, 4), 9, 2, KEY, LIKE))
     assert not torch.allclose(a, counter_normals((3, 4), 9, 2, KEY + 1, LIKE))
-    source = CounterSource(KEY, 9)
-    first, second = source.normal((3, 4), LIKE), source.normal((3, 4), LIKE)
-    assert torch.equal(first, counter_normals((3, 4), 9, 0, KEY, LIKE))
-    assert torch.equal(second, counter_normals((3, 4), 9, 1, KEY, LIKE))
+    assert not torch.allclose(a, counter_normals((3, 4), 10, 2, KEY, LIKE))
+    cosines, sines = counter_normal_pairs(3, torch.tensor([9]), 2, KEY, LIKE)
+    assert torch.equal(torch.cat([cosines[0], sines[0]])[:5], counter_normals((5,), 9, 2, KEY, LIKE))
+
+
+def test_a_block_of_counter_draws_is_the_steps_draws_whatever_the_block():
+    """A block's presampled halves, joined by the source, are each step's own draws: cutting a
+    run into other blocks cannot change its noise."""
+    draws = [Draw("normal", (3, 5)), Draw("normal", (2,)), Draw("normal", (7,))]
+    block = counter_presample(draws, torch.arange(4, 10), KEY, LIKE)
+    assert len(block) == 2 * len(draws)
+    for i, step in enumerate(range(4, 10)):
+        source = PresampledSource(block, i, paired=True)
+        for site, draw in enumerate(draws):
+            assert torch.equal(
+                source.normal(draw.shape, LIKE), counter_normals(draw.shape, step, site, KEY, LIKE)
+            )
+        with pytest.raises(NotPresampleable):
+            source.normal((1,), LIKE)  # every draw of the step is handed out
     with pytest.raises(NotPresampleable):
-        source.gamma((2,), 1.5, LIKE)
+        counter_presample([Draw("gamma", (2,), 1.5)], torch.arange(2), KEY, LIKE)
 
 
 def test_a_run_key_comes_from_its_generator():

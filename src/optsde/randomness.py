@@ -12,9 +12,10 @@ Student-t noise, Gamma variables), and the solver decides where they come from:
 - :class:`KernelSource`: drawn inside a compiled kernel from the device's default
   generator, which the solver seeds per block from the run's generator (compiled blocks on
   a GPU);
-- :class:`CounterSource`: computed from the step index and a key by the counter-based
-  generator Threefry-2x32-20 (:func:`threefry2x32`), written in tensor operations so that
-  a compiled block fuses it into the kernel (compiled blocks on a CPU);
+- :func:`counter_presample`: a block's normals computed from the step indices and a key by
+  the counter-based generator Threefry-2x32-20 (:func:`threefry2x32`), written in tensor
+  operations so that the compiler vectorises it (compiled blocks on a CPU), and handed out
+  by a :class:`PresampledSource`;
 - :class:`ProbeSource`: answers with placeholders and records what one step asked for, so
   that a block's draws can be presampled.
 """
@@ -22,6 +23,7 @@ Student-t noise, Gamma variables), and the solver decides where they come from:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -135,13 +137,20 @@ class PresampledSource:
 
     draws: list[Tensor]
     index: int | Tensor = 0
+    paired: bool = False
+    """Each draw comes as two tensors, its first and second halves (:func:`counter_presample`),
+    joined here: inside a compiled block the join fuses into the step's kernel."""
     _used: int = 0
 
     def _next(self, shape: Shape) -> Tensor:
-        if self._used >= len(self.draws):
-            raise NotPresampleable(f"draw {self._used} of shape {tuple(shape)} was not presampled")
+        width = 2 if self.paired else 1
+        if self._used + width > len(self.draws):
+            raise NotPresampleable(f"draw {self._used // width} of shape {tuple(shape)} was not presampled")
         value = self.draws[self._used][self.index]
-        self._used += 1
+        if self.paired:
+            numel = math.prod(shape)
+            value = torch.cat([value, self.draws[self._used + 1][self.index]])[:numel].reshape(shape)
+        self._used += width
         return value
 
     def normal(self, shape: Shape, like: Tensor) -> Tensor:
@@ -182,69 +191,80 @@ _WORD = 0xFFFFFFFF
 def threefry2x32(c0: Tensor, c1: Tensor, k0: Tensor | int, k1: Tensor | int) -> tuple[Tensor, Tensor]:
     """Threefry-2x32 with 20 rounds (Salmon, Moraes, Dror & Shaw, *Parallel random numbers: as
     easy as 1, 2, 3*, SC 2011; the generator behind JAX's keys): the 2-word counter
-    ``(c0, c1)`` encrypted under the key ``(k0, k1)``.  Words are unsigned 32-bit values held
-    in int64 tensors; only adds, rotations and xors, so the compiler vectorises and fuses it.
-    Checked against Random123's known answers in the tests."""
+    ``(c0, c1)`` encrypted under the key ``(k0, k1)``.  Words are int32 tensors read as
+    unsigned 32-bit values (additions wrap; a right shift is made logical by a mask): only adds,
+    rotations and xors on 32-bit lanes, so the compiler vectorises and fuses it.  Checked
+    against Random123's known answers in the tests."""
 
     def rotate(word: Tensor, r: int) -> Tensor:
-        return ((word << r) | (word >> (32 - r))) & _WORD
+        return (word << r) | ((word >> (32 - r)) & ((1 << r) - 1))
 
     keys = (k0, k1, k0 ^ k1 ^ 0x1BD11BDA)
-    x0, x1 = (c0 + k0) & _WORD, (c1 + k1) & _WORD
+    x0, x1 = c0 + k0, c1 + k1
     for i in range(20):
-        x0 = (x0 + x1) & _WORD
+        x0 = x0 + x1
         x1 = rotate(x1, THREEFRY_ROTATIONS[i % 8]) ^ x0
         if i % 4 == 3:  # key injection every four rounds
             s = i // 4 + 1
-            x0 = (x0 + keys[s % 3]) & _WORD
-            x1 = (x1 + keys[(s + 1) % 3] + s) & _WORD
+            x0 = x0 + keys[s % 3]
+            x1 = x1 + keys[(s + 1) % 3] + s
     return x0, x1
 
 
-def counter_normals(shape: Shape, step: Tensor | int, site: int, key: Tensor, like: Tensor) -> Tensor:
-    """Standard normals of ``shape`` for draw ``site`` of step ``step``: Threefry words of the
-    counters ``(j, step)``, ``j`` = 0, 1, …, under the key ``(key₀, key₁ + site)``, turned
-    into pairs of normals by Box–Muller (cosine half, then sine half).  A function of its
-    arguments only, so a compiled kernel, an eager step and another device compute the same
-    numbers."""
-    numel = math.prod(shape)
-    pairs = (numel + 1) // 2
-    counter = torch.arange(pairs, dtype=torch.int64, device=like.device)
-    step_word = torch.as_tensor(step, device=like.device).to(torch.int64) & _WORD
-    a, b = threefry2x32(counter, step_word.expand_as(counter), key[0], (key[1] + site) & _WORD)
-    # As many bits as the dtype's significand holds, so that 0 < u₁ < 1 exactly.
-    bits = 24 if torch.finfo(like.dtype).bits <= 32 else 32
-    scale = 2.0**-bits
-    u1 = ((a >> (32 - bits)).to(like.dtype) + 0.5) * scale
-    u2 = (b >> (32 - bits)).to(like.dtype) * scale
+def _unit_interval(word: Tensor, dtype: torch.dtype, offset: float) -> Tensor:
+    """``(u + offset)·2^-bits`` for the top ``bits`` bits ``u`` of an unsigned 32-bit word, with as
+    many bits as ``dtype``'s significand holds (24 for float32, all 32 otherwise)."""
+    if torch.finfo(dtype).bits <= 32:
+        return (((word >> 8) & 0xFFFFFF).to(dtype) + offset) * 2.0**-24
+    return ((word.to(torch.int64) & _WORD).to(dtype) + offset) * 2.0**-32
+
+
+def counter_normal_pairs(
+    pairs: int, steps: Tensor, site: int, key: Tensor, like: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Standard normals as two halves ``(len(steps), pairs)``: row ``r`` of draw ``site`` of
+    step ``steps[r]`` comes from the Threefry words ``(a, b)`` of the counters ``(j, step)``,
+    ``j`` = 0, …, pairs − 1, under the key ``(key₀, key₁ + site)``, by Box–Muller: the cosine
+    half ``√(−2 ln u₁) cos 2πu₂`` and the sine half.  A function of its arguments only, so a
+    compiled kernel, an eager call and another device compute the same numbers, however the
+    steps are cut into blocks.  Two outputs, not one concatenation: the compiler then computes
+    each pair once in one loop instead of storing the Threefry words."""
+    counter = torch.arange(pairs, dtype=torch.int32, device=like.device)[None, :].expand(len(steps), pairs)
+    step_word = steps.to(device=like.device, dtype=torch.int32)[:, None].expand(-1, pairs)
+    words = key.to(device=like.device, dtype=torch.int32)  # the low 32 bits, as a bit pattern
+    a, b = threefry2x32(counter, step_word, words[0], words[1] + site)
+    u1 = _unit_interval(a, like.dtype, 0.5)  # in (0, 1): the logarithm stays finite
+    u2 = _unit_interval(b, like.dtype, 0.0)
     radius = torch.sqrt(-2.0 * torch.log(u1))
     angle = (2.0 * math.pi) * u2
-    # Cosines fill the first half and sines the second: contiguous stores, which vectorise.
-    normals = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)])
-    return normals[:numel].reshape(shape)
+    return radius * torch.cos(angle), radius * torch.sin(angle)
 
 
-@dataclass
-class CounterSource:
-    """Normals of step ``step`` computed by :func:`counter_normals` under ``key`` (an int64
-    tensor of two 32-bit words), one draw site after another."""
+CounterNormalPairs = Callable[[int, Tensor, int, Tensor, Tensor], tuple[Tensor, Tensor]]
+""":func:`counter_normal_pairs` or a compiled copy of it."""
 
-    key: Tensor
-    step: Tensor | int
-    _site: int = 0
 
-    def normal(self, shape: Shape, like: Tensor) -> Tensor:
-        self._site += 1
-        return counter_normals(shape, self.step, self._site - 1, self.key, like)
+def counter_presample(
+    draws: list[Draw],
+    steps: Tensor,
+    key: Tensor,
+    like: Tensor,
+    normal_pairs: CounterNormalPairs = counter_normal_pairs,
+) -> list[Tensor]:
+    """Every draw of the steps ``steps`` computed from counters: for each draw site (all
+    normal) its two halves ``(len(steps), ⌈numel/2⌉)``, for a ``PresampledSource(paired=True)``."""
+    out: list[Tensor] = []
+    for site, draw in enumerate(draws):
+        if draw.kind != "normal":
+            raise NotPresampleable("only normals are computed from counters")
+        out.extend(normal_pairs((math.prod(draw.shape) + 1) // 2, steps, site, key, like))
+    return out
 
-    def gamma(self, shape: Shape, concentration: float, like: Tensor) -> Tensor:
-        raise NotPresampleable("Gamma variables are presampled, not computed from counters")
 
-    def integers(self, high: int, shape: Shape, device: torch.device) -> Tensor:
-        raise NotPresampleable("minibatch indices are drawn on demand")
-
-    def uniform(self, shape: Shape, like: Tensor) -> Tensor:
-        raise NotPresampleable("uniform keys are drawn on demand")
+def counter_normals(shape: Shape, step: int, site: int, key: Tensor, like: Tensor) -> Tensor:
+    """Draw ``site`` of step ``step`` from counters, as a step receives it."""
+    halves = counter_normal_pairs((math.prod(shape) + 1) // 2, torch.tensor([step]), site, key, like)
+    return PresampledSource(list(halves), 0, paired=True).normal(shape, like)
 
 
 def counter_key(generator: torch.Generator | None, device: torch.device) -> Tensor:

@@ -8,13 +8,14 @@ once and writes it once.  Nothing here knows an optimizer or an SDE: the runner,
 and the hyperparameters are traced as they are.
 
 Randomness is an input (:mod:`optsde.randomness`): a probe step records what one step draws.
-Then either each block's draws are presampled by one call per draw site with the run's
-generator (the eager default), or the normals are computed inside the kernel by the
-counter-based Threefry generator from the step index and a key drawn once from the run's
-generator (the compiled default on a CPU: ``randn`` is a serial Mersenne Twister there and
-would cap the block), or drawn inside the kernel from the device generator reseeded per
-block (the compiled default on a GPU).  Counter noise is the same numbers eager or compiled,
-on any device.
+Then a block's draws are made before it runs, one call per draw site, either with the
+run's generator (``presampled``, the eager default) or from counters (``counter``, the
+compiled default on a CPU: ``randn`` is a serial Mersenne Twister there and would cap the
+block): the Threefry generator, compiled once on its own (inside the block it would
+multiply the block's compile time by ten), computes them from the step indices and a key
+drawn once from the run's generator, the same numbers eager or compiled, on any device.
+On a GPU the compiled default draws inside the kernel from the device generator reseeded
+per block (``in-kernel``).
 A block length compiles once; a segment of ``n`` steps runs as blocks of ``block`` steps and
 a remainder in blocks of ``block/4`` and single steps, so three lengths serve every segment.
 """
@@ -33,15 +34,16 @@ from torch import Tensor
 from optsde.optimizers.base import Hyperparameters, Schedule, State, constant_schedule
 from optsde.problems.base import GradientOracle
 from optsde.randomness import (
-    CounterSource,
+    CounterNormalPairs,
     Draw,
     GeneratorSource,
     KernelSource,
     NotPresampleable,
     PresampledSource,
     ProbeSource,
-    RandomSource,
     counter_key,
+    counter_normal_pairs,
+    counter_presample,
     presample,
 )
 from optsde.sde.solver import Runner, SolverError, StepInputs
@@ -58,7 +60,7 @@ eager path finishes first."""
 
 _COMPILED: dict[tuple, tuple[object, Callable[..., tuple]]] = {}
 """Compiled blocks by (runner, hyperparameters, oracle, length, noise mode, dtype, device, state
-layout), kept for the process so that repeated runs of one setting compile once.  The oracle is
+layout, CPU threads), kept for the process so that repeated runs of one setting compile once.  The oracle is
 held beside its id so that a recycled id never reuses another oracle's code."""
 
 
@@ -101,6 +103,7 @@ class Engine:
     report: EngineReport = field(init=False)
     _draws: list[Draw] | None = field(init=False, default=None)
     _key: Tensor | None = field(init=False, default=None)
+    _generator_compiled: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         if self.block < 1:
@@ -183,6 +186,8 @@ class Engine:
         draws = None
         if self.report.noise == "presampled":
             draws = presample(self._draws or [], n, state.x, self.generator)
+        elif self.report.noise == "counter":
+            draws = self._counter_draws(k, n, state.x)
         if self.report.path == "compiled":
             saved = self.generator.get_state() if self.generator is not None else None
             try:
@@ -200,24 +205,56 @@ class Engine:
                         self.generator.set_state(saved)
                     self.report.noise = "presampled"
                     draws = presample(self._draws or [], n, state.x, self.generator)
+        random, paired = GeneratorSource(self.generator), self.report.noise == "counter"
         for i in range(n):
-            source = self._eager_source(draws, k + i, i)
+            source = random if draws is None else PresampledSource(draws, i, paired)
             state = self.runner.advance(state, StepInputs(k + i, factors[i], self.oracle, self.hp, source))
         return state
 
-    def _eager_source(self, draws: list[Tensor] | None, step: int, i: int) -> RandomSource:
-        if self.report.noise == "counter":
-            return CounterSource(self._key, step)  # type: ignore[arg-type]
-        if draws is None:
-            return GeneratorSource(self.generator)
-        return PresampledSource(draws, i)
+    def _counter_draws(self, k: int, n: int, like: Tensor) -> list[Tensor]:
+        """Steps ``k … k + n − 1``'s normals from counters; compiled (once per process, for any
+        size) on the compiled path, where eager tensor operations would cost more than the block."""
+        steps = torch.arange(k, k + n, dtype=torch.int64, device=like.device)
+        normal_pairs: CounterNormalPairs = counter_normal_pairs
+        if self.report.path == "compiled":
+            threads = torch.get_num_threads()
+            key = ("counter-normals", like.dtype, like.device, threads)
+            if key not in _COMPILED:
+                _COMPILED[key] = (None, torch.compile(_private_copy(counter_normal_pairs), dynamic=True))
+            compiled = _COMPILED[key][1]
+
+            def normal_pairs(*arguments: object) -> tuple[Tensor, Tensor]:
+                with torch._inductor.config.patch({"cpp.threads": threads}):
+                    return compiled(*arguments)  # type: ignore[return-value]
+
+        assert self._key is not None
+        started, first_call = (
+            time.perf_counter(),
+            self.report.path == "compiled" and not self._generator_compiled,
+        )
+        draws = counter_presample(self._draws or [], steps, self._key, like.new_zeros(()), normal_pairs)
+        if first_call:
+            self._generator_compiled = True
+            self.report.compile_seconds += time.perf_counter() - started
+        return draws
 
     def _compiled_chunk(
         self, state: State, k: int, n: int, factors: list[list[float]], draws: list[Tensor] | None
     ) -> State:
         x = state.x
-        noise = self.report.noise
-        key = (self.runner, self.hp, id(self.oracle), n, noise, x.dtype, x.device, state.m is None)
+        threads = torch.get_num_threads()
+        handed_in = "none" if draws is None else "paired" if self.report.noise == "counter" else "whole"
+        key = (
+            self.runner,
+            self.hp,
+            id(self.oracle),
+            n,
+            handed_in,
+            x.dtype,
+            x.device,
+            state.m is None,
+            threads,
+        )
         cached = _COMPILED.get(key)
         first_call = cached is None or cached[0] is not self.oracle
         started = time.perf_counter()
@@ -234,7 +271,6 @@ class Engine:
             torch.full((), float(k), dtype=torch.float64, device=x.device),
             torch.tensor(factors, dtype=torch.float64).to(x.device, non_blocking=True),
             draws,
-            self._key,
         )
         if first_call:
             for tensor in (x, state.m, state.v):
@@ -242,13 +278,21 @@ class Engine:
                     torch._dynamo.maybe_mark_dynamic(tensor, 0)
             for tensor in draws or []:
                 torch._dynamo.maybe_mark_dynamic(tensor, 1)
-            _COMPILED[key] = (self.oracle, torch.compile(self._block_function(n, noise), fullgraph=True))
-        out = _COMPILED[key][1](*arguments)
+            _COMPILED[key] = (
+                self.oracle,
+                torch.compile(self._block_function(n, handed_in == "paired"), fullgraph=True),
+            )
+        # Inductor decides at code generation whether a CPU kernel runs in parallel, from the
+        # thread count, which its on-disk cache does not key on: a kernel generated in a
+        # one-thread process would run on one thread in a two-thread one (measured: half the
+        # speed).  Naming the count in its configuration puts it into the cache key.
+        with torch._inductor.config.patch({"cpp.threads": threads}):
+            out = _COMPILED[key][1](*arguments)
         if first_call:
             self.report.compile_seconds += time.perf_counter() - started
         return State(x=out[0], m=out[1], v=out[2], step=out[3])
 
-    def _block_function(self, n: int, noise: str) -> Callable[..., tuple]:
+    def _block_function(self, n: int, paired: bool) -> Callable[..., tuple]:
         runner, oracle, hp = self.runner, self.oracle, self.hp
 
         def block(
@@ -259,25 +303,14 @@ class Engine:
             k: Tensor,
             factors: Tensor,
             draws: list[Tensor] | None,
-            key: Tensor | None,
         ) -> tuple:
             state = State(x=x, m=m, v=v, step=step)
             for i in range(n):
-                source: RandomSource
-                if noise == "counter":
-                    source = CounterSource(key, k + i)  # type: ignore[arg-type]
-                elif noise == "in-kernel":
-                    source = KernelSource()
-                else:
-                    source = PresampledSource(draws or [], i)
+                source = KernelSource() if draws is None else PresampledSource(draws, i, paired)
                 state = runner.advance(state, StepInputs(k + i, factors[i], oracle, hp, source))
             return state.x, state.m, state.v, state.step
 
-        # Dynamo keeps its compiled variants per code object, up to a small limit; a private
-        # copy of the code gives each engine and block length its own budget.
-        return types.FunctionType(
-            block.__code__.replace(), block.__globals__, block.__name__, block.__defaults__, block.__closure__
-        )
+        return _private_copy(block)
 
     @contextlib.contextmanager
     def _kernel_seeds(self) -> Iterator[Callable[[int], None]]:
@@ -295,6 +328,15 @@ class Engine:
         else:
             with torch.random.fork_rng(devices=[]):
                 yield lambda i: torch.default_generator.manual_seed(base + i)
+
+
+def _private_copy(function: Callable[..., object]) -> Callable[..., object]:
+    """``function`` with a copy of its code: Dynamo keeps its compiled variants per code object,
+    up to a small limit, so each engine and block length gets its own budget."""
+    code = function.__code__.replace()
+    return types.FunctionType(
+        code, function.__globals__, function.__name__, function.__defaults__, function.__closure__
+    )  # type: ignore[arg-type]
 
 
 DIVERGENCE_THRESHOLD = 1e30
