@@ -204,13 +204,36 @@ def test_compiled_segments_equal_eager_steps_on_the_same_draws(key, noise):
         np.testing.assert_allclose(compiled.values[name], eager.values[name], rtol=1e-9, atol=1e-12)
 
 
-@needs_compiler
-def test_compiled_runs_on_a_cpu_compute_their_noise_from_counters_by_default():
-    """``noise="auto"``: a compiled CPU block computes Threefry normals in the kernel (measured
-    faster than presampling, docs/simulate.md); an eager run presamples."""
-    runner = SDERunner(ADAM_SDES["paper"], SUBSTEPS)
-    assert _run(runner, "on", seed=5, steps=20).engine["noise"] == "counter"
-    assert _run(runner, "off", seed=5, steps=20).engine["noise"] == "presampled"
+def test_auto_noise_computes_counters_for_large_compiled_cpu_blocks_only():
+    """``noise="auto"``: a compiled CPU block over at least 2¹⁴ elements gets Threefry normals
+    (measured faster than presampling there, docs/simulate.md); smaller blocks and eager runs
+    presample; Student-t noise, which also draws Gamma variables, presamples and refuses
+    ``counter``.  ``prepare`` decides without compiling."""
+    from optsde.optimizers.adam import AdamW
+    from optsde.sde import DiscreteRunner
+    from optsde.sde.compiled import COUNTER_MIN_ELEMENTS
+
+    runner = SDERunner(ADAM_SDES["paper"])
+
+    def noise(compile: str, elements: int, oracle=ORACLE, mode: str = "auto", runner=runner) -> str:
+        engine = Engine(runner, oracle, FAST_RELAXING, compile=compile, noise=mode)
+        engine.prepare(runner.init_state(torch.zeros(elements // 3, 3, dtype=torch.float64)), 10)
+        return engine.report.noise
+
+    assert noise("on", 3 * (COUNTER_MIN_ELEMENTS // 3 + 1)) == "counter"
+    assert noise("on", 3 * (COUNTER_MIN_ELEMENTS // 3 - 1)) == "presampled"
+    assert noise("off", 3 * (COUNTER_MIN_ELEMENTS // 3 + 1)) == "presampled"
+
+    class GammaScaledNoise(StudentTNoise):
+        """Student-t noise as a pure-torch model: it draws Gamma variables, which only presample."""
+
+        pure_torch = True
+
+    heavy = NoisyProblem(Quadratic(torch.ones(3, dtype=torch.float64)), GammaScaledNoise(3, nu=3.0))
+    optimizer = DiscreteRunner(AdamW())  # the optimizer samples the noise itself: Gamma draws
+    assert noise("on", 3 * (COUNTER_MIN_ELEMENTS // 3 + 1), heavy, runner=optimizer) == "presampled"
+    with pytest.raises(SolverError, match="use noise='presampled'"):
+        noise("on", 30, heavy, "counter", runner=optimizer)
 
 
 @needs_compiler

@@ -64,6 +64,21 @@ layout, CPU threads), kept for the process so that repeated runs of one setting 
 held beside its id so that a recycled id never reuses another oracle's code."""
 
 
+PARALLEL_MIN_ELEMENTS = 2**14
+"""A compiled CPU kernel over a state of fewer elements (paths × d) runs on one thread."""
+
+COUNTER_MIN_ELEMENTS = 2**14
+"""``noise="auto"`` computes counter normals for a compiled CPU block from this many elements
+(paths × d) on; below, one ``randn`` call per block costs less than a call of the compiled
+generator."""
+
+
+def kernel_threads(x: Tensor) -> int:
+    """The threads a compiled kernel over ``x`` is generated for: torch's count, or one for a
+    small state, where OpenMP's fork and join cost more than the second thread saves."""
+    return 1 if x.numel() < PARALLEL_MIN_ELEMENTS else torch.get_num_threads()
+
+
 def chunk_sizes(n: int, block: int) -> list[int]:
     """``n`` steps as blocks of ``block``, then of ``max(1, block // 4)``, then single steps."""
     sizes = []
@@ -140,13 +155,14 @@ class Engine:
         elif wanted:
             self.report.path = "compiled"
         if self._draws is not None:
-            self.report.noise = self._noise_mode(x.device)
+            self.report.noise = self._noise_mode(x)
             if self.report.noise == "counter":
                 self._key = counter_key(self.generator, x.device)
 
-    def _noise_mode(self, device: torch.device) -> str:
-        """``auto``: counter noise for compiled blocks on a CPU (docs/simulate.md measures it
-        against presampling), the kernel's generator on a GPU, presampling when eager."""
+    def _noise_mode(self, x: Tensor) -> str:
+        """``auto``: counter noise for compiled blocks on a CPU over at least
+        :data:`COUNTER_MIN_ELEMENTS` elements (docs/simulate.md measures it against
+        presampling), the kernel's generator on a GPU, presampling otherwise."""
         only_normals = all(draw.kind == "normal" for draw in self._draws or [])
         if self.noise == "counter" and not only_normals:
             raise SolverError(
@@ -157,8 +173,8 @@ class Engine:
             return "presampled"  # an eager step cannot draw inside a kernel
         if self.noise != "auto":
             return self.noise
-        if device.type == "cpu":
-            return "counter" if only_normals else "presampled"
+        if x.device.type == "cpu":
+            return "counter" if only_normals and x.numel() >= COUNTER_MIN_ELEMENTS else "presampled"
         return "in-kernel"
 
     # ------------------------------------------------------------------ running
@@ -217,7 +233,7 @@ class Engine:
         steps = torch.arange(k, k + n, dtype=torch.int64, device=like.device)
         normal_pairs: CounterNormalPairs = counter_normal_pairs
         if self.report.path == "compiled":
-            threads = torch.get_num_threads()
+            threads = kernel_threads(like)
             key = ("counter-normals", like.dtype, like.device, threads)
             if key not in _COMPILED:
                 _COMPILED[key] = (None, torch.compile(_private_copy(counter_normal_pairs), dynamic=True))
@@ -242,7 +258,7 @@ class Engine:
         self, state: State, k: int, n: int, factors: list[list[float]], draws: list[Tensor] | None
     ) -> State:
         x = state.x
-        threads = torch.get_num_threads()
+        threads = kernel_threads(x)
         handed_in = "none" if draws is None else "paired" if self.report.noise == "counter" else "whole"
         key = (
             self.runner,
