@@ -182,14 +182,15 @@ class Engine:
     def advance(self, state: State, first: int, steps: int) -> tuple[State, int]:
         """From step ``first − 1`` to ``first − 1 + steps``; returns the state and the number of
         diverged paths at the end (0 if none).  Divergence is looked for once per call, at the
-        segment's end: a check per block costs a pass over the state and, on a GPU, a wait."""
-        k = first
+        segment's end (a compiled block counts its diverged paths in its own kernel, where the
+        state is still in cache; an eager segment counts them after its last step)."""
+        k, bad = first, None
         with self._kernel_seeds() as reseed:
             for i, n in enumerate(chunk_sizes(steps, self.block)):
                 reseed(i)
-                state = self._chunk(state, k, n)
+                state, bad = self._chunk(state, k, n)
                 k += n
-        return state, int(diverged(state.x).sum())
+        return state, int(diverged(state.x).sum() if bad is None else bad)
 
     def _factors(self, k: int, n: int) -> list[list[float]]:
         m = self.runner.substeps
@@ -197,7 +198,7 @@ class Engine:
             return [[1.0] * m] * n
         return [[self.schedule((k + i - 1) + j / m) for j in range(m)] for i in range(n)]
 
-    def _chunk(self, state: State, k: int, n: int) -> State:
+    def _chunk(self, state: State, k: int, n: int) -> tuple[State, Tensor | None]:
         factors = self._factors(k, n)
         draws = None
         if self.report.noise == "presampled":
@@ -225,7 +226,7 @@ class Engine:
         for i in range(n):
             source = random if draws is None else PresampledSource(draws, i, paired)
             state = self.runner.advance(state, StepInputs(k + i, factors[i], self.oracle, self.hp, source))
-        return state
+        return state, None
 
     def _counter_draws(self, k: int, n: int, like: Tensor) -> list[Tensor]:
         """Steps ``k … k + n − 1``'s normals from counters; compiled (once per process, for any
@@ -256,7 +257,7 @@ class Engine:
 
     def _compiled_chunk(
         self, state: State, k: int, n: int, factors: list[list[float]], draws: list[Tensor] | None
-    ) -> State:
+    ) -> tuple[State, Tensor]:
         x = state.x
         threads = kernel_threads(x)
         handed_in = "none" if draws is None else "paired" if self.report.noise == "counter" else "whole"
@@ -306,7 +307,7 @@ class Engine:
             out = _COMPILED[key][1](*arguments)
         if first_call:
             self.report.compile_seconds += time.perf_counter() - started
-        return State(x=out[0], m=out[1], v=out[2], step=out[3])
+        return State(x=out[0], m=out[1], v=out[2], step=out[3]), out[4]
 
     def _block_function(self, n: int, paired: bool) -> Callable[..., tuple]:
         runner, oracle, hp = self.runner, self.oracle, self.hp
@@ -324,7 +325,7 @@ class Engine:
             for i in range(n):
                 source = KernelSource() if draws is None else PresampledSource(draws, i, paired)
                 state = runner.advance(state, StepInputs(k + i, factors[i], oracle, hp, source))
-            return state.x, state.m, state.v, state.step
+            return state.x, state.m, state.v, state.step, diverged(state.x).sum()
 
         return _private_copy(block)
 
