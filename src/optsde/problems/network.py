@@ -72,8 +72,13 @@ NOISE_MODES = ("minibatch", "synthetic")
 VARIANCE_MODES = ("per-example", "projection")
 SAMPLING_MODES = ("without-replacement", "with-replacement")
 
-PER_EXAMPLE_BUDGET = 2**22
-"""Per-example gradients are computed in chunks of at most this many numbers (P · chunk · d)."""
+PER_EXAMPLE_CHUNK = 128
+"""Per-example gradients are computed for this many examples at a time: on 2 CPU threads chunks
+of 100–140 examples were the fastest on the CNN, the Transformer and the ResNet, and chunks of 50
+or 256 cost 1.2–1.5× as much (docs/networks.md)."""
+
+PER_EXAMPLE_BUDGET = 2**24
+"""…and at most this many numbers (P · chunk · d, 64 MiB in float32) per chunk."""
 
 
 @dataclass
@@ -466,7 +471,7 @@ class NetworkProblem:
         _, _, inputs, targets = self._data(x)
         paths, n = x.shape[0], self.estimation_size
         assert n is not None
-        chunk = max(1, min(n, PER_EXAMPLE_BUDGET // max(1, paths * self.dim)))
+        chunk = max(1, min(n, PER_EXAMPLE_CHUNK, PER_EXAMPLE_BUDGET // max(1, paths * self.dim)))
         if self.chunk_size is not None:
             chunk = min(chunk, self.chunk_size)
         params = self._layout.unflatten(x.detach())
