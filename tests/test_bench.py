@@ -236,6 +236,41 @@ def test_auto_noise_computes_counters_for_large_compiled_cpu_blocks_only():
         noise("on", 30, heavy, "counter", runner=optimizer)
 
 
+@pytest.mark.parametrize("compile", ["on", "off"])
+def test_a_record_pair_from_one_call_equals_two_calls(compile):
+    """``advance_keeping_first`` (how ``simulate`` records a pair of consecutive steps with counter
+    noise) gives the states of stepping to the pair's second step and on in separate calls."""
+    if compile == "on" and shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("torch.compile on the CPU needs a C++ compiler")
+    runner = SDERunner(ADAM_SDES["paper"], SUBSTEPS)
+    start = runner.init_state(torch.linspace(-1.0, 2.0, 96, dtype=torch.float64).reshape(32, 3))
+
+    def engine() -> Engine:
+        made = Engine(
+            runner,
+            ORACLE,
+            FAST_RELAXING,
+            generator=torch.Generator().manual_seed(3),
+            compile=compile,
+            block=BLOCK,
+            noise="counter",
+        )
+        made.prepare(start, 30)
+        return made
+
+    separate = engine()
+    before, _ = separate.advance(start, 1, 7)
+    second, _ = separate.advance(before, 8, 1)
+    end, _ = separate.advance(second, 9, 10)
+    together = engine()
+    before_too, _ = together.advance(start, 1, 7)
+    end_too, bad, second_too, bad_second = together.advance_keeping_first(before_too, 8, 11)
+    assert bad == bad_second == 0
+    for a, b in ((second, second_too), (end, end_too)):
+        for name in ("x", "m", "v"):
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-10, atol=1e-13)
+
+
 @needs_compiler
 def test_compiled_discrete_optimizer_equals_its_eager_steps():
     from optsde.optimizers.adam import AdamW

@@ -66,7 +66,9 @@ def printed_resume_command(err: str) -> list[str]:
 def test_simulate_interrupted_by_sigint_resumes_to_the_uninterrupted_numbers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    flags = ["simulate", "--steps", "4000", "--paths", "64", "--no-progress"]
+    # Long enough that the run is still going when the first checkpoint appears, even on a
+    # loaded machine (with 4,000 steps one CI run finished before the signal arrived).
+    flags = ["simulate", "--steps", "12000", "--paths", "64", "--no-progress"]
     assert main([*flags, "--out", str(tmp_path / "whole")]) == 0
     capsys.readouterr()
 

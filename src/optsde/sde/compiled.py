@@ -27,6 +27,7 @@ import time
 import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -184,13 +185,25 @@ class Engine:
         diverged paths at the end (0 if none).  Divergence is looked for once per call, at the
         segment's end (a compiled block counts its diverged paths in its own kernel, where the
         state is still in cache; an eager segment counts them after its last step)."""
-        k, bad = first, None
+        state, bad, _ = self._advance(state, first, steps, keep_first=False)
+        return state, bad
+
+    def advance_keeping_first(self, state: State, first: int, steps: int) -> tuple[State, int, State, int]:
+        """:meth:`advance`, and also the state after the first step and its diverged paths:
+        ``simulate`` records a pair of consecutive steps with one call instead of two."""
+        end, bad, (after_first, bad_first) = self._advance(state, first, steps, keep_first=True)
+        return end, bad, after_first, bad_first
+
+    def _advance(self, state: State, first: int, steps: int, keep_first: bool) -> tuple[State, int, Any]:
+        k, bad, kept = first, None, None
         with self._kernel_seeds() as reseed:
             for i, n in enumerate(chunk_sizes(steps, self.block)):
                 reseed(i)
-                state, bad = self._chunk(state, k, n)
+                state, bad, after_first = self._chunk(state, k, n, keep_first and i == 0)
+                if after_first is not None:
+                    kept = after_first
                 k += n
-        return state, int(diverged(state.x).sum() if bad is None else bad)
+        return state, int(diverged(state.x).sum() if bad is None else bad), kept
 
     def _factors(self, k: int, n: int) -> list[list[float]]:
         m = self.runner.substeps
@@ -198,7 +211,11 @@ class Engine:
             return [[1.0] * m] * n
         return [[self.schedule((k + i - 1) + j / m) for j in range(m)] for i in range(n)]
 
-    def _chunk(self, state: State, k: int, n: int) -> tuple[State, Tensor | None]:
+    def _chunk(
+        self, state: State, k: int, n: int, keep_first: bool = False
+    ) -> tuple[State, Tensor | None, tuple[State, int] | None]:
+        """Steps ``k … k + n − 1``: the state, its diverged paths (None where not counted yet)
+        and, with ``keep_first``, the state after step ``k`` with its diverged paths."""
         factors = self._factors(k, n)
         draws = None
         if self.report.noise == "presampled":
@@ -208,7 +225,7 @@ class Engine:
         if self.report.path == "compiled":
             saved = self.generator.get_state() if self.generator is not None else None
             try:
-                return self._compiled_chunk(state, k, n, factors, draws)
+                return self._compiled_chunk(state, k, n, factors, draws, keep_first)
             except Exception as exc:
                 # Tracing and code generation fail in many ways; the compiled call does not
                 # touch its inputs, so the block reruns eagerly (with presampled noise, from
@@ -223,10 +240,13 @@ class Engine:
                     self.report.noise = "presampled"
                     draws = presample(self._draws or [], n, state.x, self.generator)
         random, paired = GeneratorSource(self.generator), self.report.noise == "counter"
+        kept = None
         for i in range(n):
             source = random if draws is None else PresampledSource(draws, i, paired)
             state = self.runner.advance(state, StepInputs(k + i, factors[i], self.oracle, self.hp, source))
-        return state, None
+            if keep_first and i == 0:
+                kept = (state, int(diverged(state.x).sum()))
+        return state, None, kept
 
     def _counter_draws(self, k: int, n: int, like: Tensor) -> list[Tensor]:
         """Steps ``k … k + n − 1``'s normals from counters; compiled (once per process, for any
@@ -256,8 +276,14 @@ class Engine:
         return draws
 
     def _compiled_chunk(
-        self, state: State, k: int, n: int, factors: list[list[float]], draws: list[Tensor] | None
-    ) -> tuple[State, Tensor]:
+        self,
+        state: State,
+        k: int,
+        n: int,
+        factors: list[list[float]],
+        draws: list[Tensor] | None,
+        keep_first: bool,
+    ) -> tuple[State, Tensor, tuple[State, int] | None]:
         x = state.x
         threads = kernel_threads(x)
         handed_in = "none" if draws is None else "paired" if self.report.noise == "counter" else "whole"
@@ -271,6 +297,7 @@ class Engine:
             x.device,
             state.m is None,
             threads,
+            keep_first and n > 1,
         )
         cached = _COMPILED.get(key)
         first_call = cached is None or cached[0] is not self.oracle
@@ -297,7 +324,9 @@ class Engine:
                 torch._dynamo.maybe_mark_dynamic(tensor, 1)
             _COMPILED[key] = (
                 self.oracle,
-                torch.compile(self._block_function(n, handed_in == "paired"), fullgraph=True),
+                torch.compile(
+                    self._block_function(n, handed_in == "paired", keep_first and n > 1), fullgraph=True
+                ),
             )
         # Inductor decides at code generation whether a CPU kernel runs in parallel, from the
         # thread count, which its on-disk cache does not key on: a kernel generated in a
@@ -307,9 +336,14 @@ class Engine:
             out = _COMPILED[key][1](*arguments)
         if first_call:
             self.report.compile_seconds += time.perf_counter() - started
-        return State(x=out[0], m=out[1], v=out[2], step=out[3]), out[4]
+        end = State(x=out[0], m=out[1], v=out[2], step=out[3])
+        if not keep_first:
+            return end, out[4], None
+        if n == 1:
+            return end, out[4], (end, int(out[4]))
+        return end, out[4], (State(x=out[5], m=out[6], v=out[7], step=out[8]), int(out[9]))
 
-    def _block_function(self, n: int, paired: bool) -> Callable[..., tuple]:
+    def _block_function(self, n: int, paired: bool, keep_first: bool) -> Callable[..., tuple]:
         runner, oracle, hp = self.runner, self.oracle, self.hp
 
         def block(
@@ -322,10 +356,13 @@ class Engine:
             draws: list[Tensor] | None,
         ) -> tuple:
             state = State(x=x, m=m, v=v, step=step)
+            kept: tuple = ()
             for i in range(n):
                 source = KernelSource() if draws is None else PresampledSource(draws, i, paired)
                 state = runner.advance(state, StepInputs(k + i, factors[i], oracle, hp, source))
-            return state.x, state.m, state.v, state.step, diverged(state.x).sum()
+                if keep_first and i == 0:
+                    kept = (state.x, state.m, state.v, state.step, diverged(state.x).sum())
+            return (state.x, state.m, state.v, state.step, diverged(state.x).sum(), *kept)
 
         return _private_copy(block)
 

@@ -264,8 +264,20 @@ def simulate(
     bar = progress_bar(steps, runner.name, enabled=progress, initial=done)
     try:
         with torch.no_grad():
-            for end in ends:
-                state, bad = engine.advance(state, done + 1, end - done)
+            i = 0
+            while i < len(ends):
+                end = ends[i]
+                # The second of a record pair is one step after the first: with noise that is a
+                # function of the step (counter noise), it comes from the next segment's first
+                # step, one compiled call instead of two; resuming from it draws the same numbers.
+                pair = end - done == 1 and end in record_set and i + 1 < len(ends)
+                if pair and engine.report.noise == "counter":
+                    later, bad_later, state, bad = engine.advance_keeping_first(
+                        state, done + 1, ends[i + 1] - done
+                    )
+                else:
+                    later, bad_later = None, 0
+                    state, bad = engine.advance(state, done + 1, end - done)
                 bar.update(end - done)
                 done = end
                 if bad:
@@ -273,6 +285,17 @@ def simulate(
                     break
                 if end in record_set:
                     record(end)
+                i += 1
+                if later is not None:
+                    state, end = later, ends[i]
+                    bar.update(end - done)
+                    done = end
+                    if bad_later:
+                        divergence = Divergence(step=end, paths=bad_later)
+                        break
+                    if end in record_set:
+                        record(end)
+                    i += 1
     except KeyboardInterrupt:
         if checkpoint is not None and resume_point is not None:
             checkpoint.save(resume_point)
