@@ -80,6 +80,16 @@ def kernel_threads(x: Tensor) -> int:
     return 1 if x.numel() < PARALLEL_MIN_ELEMENTS else torch.get_num_threads()
 
 
+def generated_for(threads: int) -> contextlib.AbstractContextManager[object]:
+    """Run a compiled call whose kernels are generated for ``threads`` CPU threads.
+
+    Inductor decides at code generation whether a CPU kernel runs in parallel, from the thread
+    count, which its on-disk cache does not key on: a kernel generated in a one-thread process
+    ran on one thread in a two-thread one (measured: half the speed).  Naming the count in its
+    configuration puts it into the cache key."""
+    return torch._inductor.config.patch({"cpp.threads": threads})
+
+
 def chunk_sizes(n: int, block: int) -> list[int]:
     """``n`` steps as blocks of ``block``, then of ``max(1, block // 4)``, then single steps."""
     sizes = []
@@ -261,7 +271,7 @@ class Engine:
             compiled = _COMPILED[key][1]
 
             def normal_pairs(*arguments: object) -> tuple[Tensor, Tensor]:
-                with torch._inductor.config.patch({"cpp.threads": threads}):
+                with generated_for(threads):
                     return compiled(*arguments)  # type: ignore[return-value]
 
         assert self._key is not None
@@ -328,11 +338,7 @@ class Engine:
                     self._block_function(n, handed_in == "paired", keep_first and n > 1), fullgraph=True
                 ),
             )
-        # Inductor decides at code generation whether a CPU kernel runs in parallel, from the
-        # thread count, which its on-disk cache does not key on: a kernel generated in a
-        # one-thread process would run on one thread in a two-thread one (measured: half the
-        # speed).  Naming the count in its configuration puts it into the cache key.
-        with torch._inductor.config.patch({"cpp.threads": threads}):
+        with generated_for(threads):
             out = _COMPILED[key][1](*arguments)
         if first_call:
             self.report.compile_seconds += time.perf_counter() - started
