@@ -240,7 +240,7 @@ def simulate(
             generator.set_state(saved["generator"])
     resume_point: dict[str, Any] | None = None
 
-    def record(k: int) -> None:
+    def record(k: int, state: State) -> None:
         nonlocal resume_point
         recorded_steps.append(k)
         for name, fn in observables.items():
@@ -259,42 +259,32 @@ def simulate(
                 checkpoint.save(resume_point)
 
     if 0 in record_set and done == 0:
-        record(0)
+        record(0, state)
     ends = sorted({k for k in record_set if done < k <= steps} | {steps})
     bar = progress_bar(steps, runner.name, enabled=progress, initial=done)
     try:
         with torch.no_grad():
             i = 0
-            while i < len(ends):
-                end = ends[i]
+            while i < len(ends) and divergence is None:
                 # The second of a record pair is one step after the first: with noise that is a
                 # function of the step (counter noise), it comes from the next segment's first
                 # step, one compiled call instead of two; resuming from it draws the same numbers.
-                pair = end - done == 1 and end in record_set and i + 1 < len(ends)
+                pair = ends[i] - done == 1 and ends[i] in record_set and i + 1 < len(ends)
                 if pair and engine.report.noise == "counter":
-                    later, bad_later, state, bad = engine.advance_keeping_first(
+                    later, bad_later, first, bad = engine.advance_keeping_first(
                         state, done + 1, ends[i + 1] - done
                     )
+                    arrivals = [(ends[i], first, bad), (ends[i + 1], later, bad_later)]
                 else:
-                    later, bad_later = None, 0
-                    state, bad = engine.advance(state, done + 1, end - done)
-                bar.update(end - done)
-                done = end
-                if bad:
-                    divergence = Divergence(step=end, paths=bad)
-                    break
-                if end in record_set:
-                    record(end)
-                i += 1
-                if later is not None:
-                    state, end = later, ends[i]
+                    arrivals = [(ends[i], *engine.advance(state, done + 1, ends[i] - done))]
+                for end, state, bad in arrivals:
                     bar.update(end - done)
                     done = end
-                    if bad_later:
-                        divergence = Divergence(step=end, paths=bad_later)
+                    if bad:
+                        divergence = Divergence(step=end, paths=bad)
                         break
                     if end in record_set:
-                        record(end)
+                        record(end, state)
                     i += 1
     except KeyboardInterrupt:
         if checkpoint is not None and resume_point is not None:
