@@ -21,7 +21,6 @@ from optsde.randomness import (
     PresampledSource,
     counter_key,
     counter_normal_pairs,
-    counter_normals,
     counter_presample,
     threefry2x32,
 )
@@ -32,6 +31,13 @@ KNOWN_ANSWERS = [
     ((0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF), (0x1CB996FC, 0xBB002BE7)),
     ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xC4923A9C, 0x483DF7A0)),
 ]
+
+
+def counter_normals(shape, step, site, key, like):
+    """Draw ``site`` of step ``step`` from counters, as a step receives it."""
+    halves = counter_normal_pairs((math.prod(shape) + 1) // 2, torch.tensor([step]), site, key, like)
+    return PresampledSource(list(halves), 0, paired=True).normal(shape, like)
+
 
 N = 400_000
 KEY = torch.tensor([0x9E3779B9, 0x7F4A7C15], dtype=torch.int64)

@@ -261,12 +261,6 @@ def counter_presample(
     return out
 
 
-def counter_normals(shape: Shape, step: int, site: int, key: Tensor, like: Tensor) -> Tensor:
-    """Draw ``site`` of step ``step`` from counters, as a step receives it."""
-    halves = counter_normal_pairs((math.prod(shape) + 1) // 2, torch.tensor([step]), site, key, like)
-    return PresampledSource(list(halves), 0, paired=True).normal(shape, like)
-
-
 def counter_key(generator: torch.Generator | None, device: torch.device) -> Tensor:
     """A run's Threefry key: two 32-bit words drawn once from its generator."""
     where = generator.device if generator is not None else torch.device("cpu")

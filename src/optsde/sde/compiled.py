@@ -129,7 +129,6 @@ class Engine:
     report: EngineReport = field(init=False)
     _draws: list[Draw] | None = field(init=False, default=None)
     _key: Tensor | None = field(init=False, default=None)
-    _generator_compiled: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         if self.block < 1:
@@ -263,10 +262,12 @@ class Engine:
         size) on the compiled path, where eager tensor operations would cost more than the block."""
         steps = torch.arange(k, k + n, dtype=torch.int64, device=like.device)
         normal_pairs: CounterNormalPairs = counter_normal_pairs
+        first_call, started = False, time.perf_counter()
         if self.report.path == "compiled":
             threads = kernel_threads(like)
             key = ("counter-normals", like.dtype, like.device, threads)
-            if key not in _COMPILED:
+            first_call = key not in _COMPILED
+            if first_call:
                 _COMPILED[key] = (None, torch.compile(_private_copy(counter_normal_pairs), dynamic=True))
             compiled = _COMPILED[key][1]
 
@@ -275,13 +276,8 @@ class Engine:
                     return compiled(*arguments)  # type: ignore[return-value]
 
         assert self._key is not None
-        started, first_call = (
-            time.perf_counter(),
-            self.report.path == "compiled" and not self._generator_compiled,
-        )
         draws = counter_presample(self._draws or [], steps, self._key, like.new_zeros(()), normal_pairs)
         if first_call:
-            self._generator_compiled = True
             self.report.compile_seconds += time.perf_counter() - started
         return draws
 
